@@ -1,0 +1,175 @@
+"""The ``livetriage`` command: up, ingest, triage, notifier, migrate, simulate, schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from livetriage.embedded import embedded_broker, embedded_postgres_url
+from livetriage.runtime import ROLES, serve_until_stopped, start_services
+from shared.db import migrate
+from shared.errors import ConfigError, LivetriageError
+from shared.events import report_json_schema
+from shared.kafka import ensure_topics, wait_for_broker
+from shared.settings import Settings
+
+log = logging.getLogger("livetriage")
+
+
+def _install_stop(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _prepare(settings: Settings) -> None:
+    """Topics exist and the schema is migrated."""
+    await wait_for_broker(settings)
+    await ensure_topics(settings)
+    await asyncio.to_thread(migrate, settings.require_database())
+
+
+async def cmd_up(settings: Settings) -> None:
+    stop = asyncio.Event()
+    _install_stop(stop)
+    async with AsyncExitStack() as stack:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        updates: dict[str, str] = {}
+        if not settings.kafka_bootstrap_servers:
+            updates["kafka_bootstrap_servers"] = await stack.enter_async_context(
+                embedded_broker(settings.data_dir, settings.embedded_kafka_port)
+            )
+        if not settings.database_url:
+            updates["database_url"] = await stack.enter_async_context(
+                embedded_postgres_url(settings.data_dir)
+            )
+        settings = settings.model_copy(update=updates)
+        await _prepare(settings)
+        async with start_services(settings, ROLES, stop) as running:
+            print(
+                f"livetriage is up\n"
+                f"  API      http://{settings.api_host}:{running.api_port}/v1/incidents\n"
+                f"  docs     http://{settings.api_host}:{running.api_port}/docs\n"
+                f"  metrics  http://{settings.api_host}:{running.api_port}/metrics\n"
+                f"  broker   {settings.kafka_bootstrap_servers}"
+                f"{' (embedded tansu)' if 'kafka_bootstrap_servers' in updates else ''}\n"
+                f"  database {'embedded PostgreSQL in ' + str(settings.data_dir / 'pg') if 'database_url' in updates else 'DATABASE_URL'}\n"
+                f"Try: livetriage simulate --spike   (Ctrl-C stops)",
+                flush=True,
+            )
+            await serve_until_stopped(running, stop)
+    print("livetriage stopped", flush=True)
+
+
+async def cmd_service(settings: Settings, role: str) -> None:
+    settings.require_kafka()
+    if role in ("ingest", "notifier"):
+        settings.require_database()
+    stop = asyncio.Event()
+    _install_stop(stop)
+    await wait_for_broker(settings)
+    await ensure_topics(settings)
+    async with start_services(settings, [role], stop) as running:
+        if settings.metrics_port and role != "notifier":
+            from prometheus_client import start_http_server
+
+            start_http_server(settings.metrics_port, registry=running.registry)
+        log.info("%s running", role)
+        await serve_until_stopped(running, stop)
+
+
+async def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:
+    from livetriage.simulate import Spike, simulate
+
+    settings.require_kafka()
+    await wait_for_broker(settings)
+    await ensure_topics(settings)
+    spike = (
+        Spike(stream_id=args.spike_stream, category=args.spike_category, start_s=args.spike_at,
+              duration_s=args.spike_duration, rate=args.spike_rate)
+        if args.spike
+        else None
+    )
+    sent = await simulate(
+        settings, rate=args.rate, duration_s=args.duration, streams=args.streams, seed=args.seed,
+        spike=spike, duplicate_ratio=args.duplicates, malformed_ratio=args.malformed,
+    )
+    print(f"sent {sent['reports']} records ({sent['spike']} to the spike stream)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livetriage", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="run everything in one process (embeds a broker and a database if unset)")
+    for role in ROLES:
+        sub.add_parser(role, help=f"run the {role} service alone (scale out with more instances)")
+    sub.add_parser("migrate", help="apply database migrations")
+    sim = sub.add_parser("simulate", help="publish synthetic reports")
+    sim.add_argument("--rate", type=float, default=200.0, help="reports per second (default 200)")
+    sim.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    sim.add_argument("--streams", type=int, default=2000)
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--duplicates", type=float, default=0.02, help="share of resent reports")
+    sim.add_argument("--malformed", type=float, default=0.005, help="share of malformed records")
+    sim.add_argument("--spike", action="store_true", help="inject a spike on one stream")
+    sim.add_argument("--spike-stream", default="stream-spike")
+    sim.add_argument("--spike-category", default="violence")
+    sim.add_argument("--spike-at", type=float, default=5.0, help="seconds after start")
+    sim.add_argument("--spike-duration", type=float, default=30.0)
+    sim.add_argument("--spike-rate", type=float, default=20.0, help="extra reports/s on the stream")
+    sch = sub.add_parser("schema", help="print the report contract as JSON Schema")
+    sch.add_argument("--out", type=Path, default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"livetriage: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    for noisy in ("aiokafka", "embedded_postgres", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        match args.command:
+            case "up":
+                asyncio.run(cmd_up(settings))
+            case "migrate":
+                migrate(settings.require_database())
+                print("database migrated")
+            case "simulate":
+                asyncio.run(cmd_simulate(settings, args))
+            case "schema":
+                text = json.dumps(report_json_schema(), indent=2) + "\n"
+                if args.out:
+                    args.out.write_text(text)
+                else:
+                    sys.stdout.write(text)
+            case role:
+                asyncio.run(cmd_service(settings, role))
+    except ConfigError as exc:
+        print(f"livetriage: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except LivetriageError as exc:
+        print(f"livetriage: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Runs livetriage services in this process: owns the clients, the tasks and shutdown.
+
+``run_services`` opens every shared resource with ``async with`` (producer, DB engine),
+starts one task per role plus the HTTP API, and on ``stop`` lets each runner finish its
+batch and commit before the resources close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from services.ingest.metrics import IngestMetrics
+from services.ingest.runner import run_ingest
+from services.notifier.api.app import create_app
+from services.notifier.api.deps import ApiState
+from services.notifier.metrics import NotifierMetrics
+from services.notifier.runner import run_notifier
+from services.triage.metrics import TriageMetrics
+from services.triage.runner import run_triage
+from shared.clock import Clock, SystemClock
+from shared.db import open_engine, wait_for_database
+from shared.kafka import open_producer
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROLES = ("ingest", "triage", "notifier")
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: our stop event drives shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def, override]
+        yield
+
+
+@dataclass
+class Running:
+    """Handles of a running set of services, for tests and benchmarks."""
+
+    settings: Settings
+    registry: CollectorRegistry
+    ingest: IngestMetrics | None = None
+    triage: TriageMetrics | None = None
+    notifier: NotifierMetrics | None = None
+    api_port: int | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def start_services(
+    settings: Settings,
+    roles: Iterable[str],
+    stop: asyncio.Event,
+    *,
+    api: bool = True,
+    registry: CollectorRegistry | None = None,
+    clock: Clock | None = None,
+) -> AsyncIterator[Running]:
+    """Start ``roles`` (and the API with the notifier); on exit, stop and drain them."""
+    roles = set(roles)
+    unknown = roles - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown roles {unknown}")
+    registry = registry or CollectorRegistry()
+    running = Running(settings=settings, registry=registry)
+    async with AsyncExitStack() as stack:
+        producer = await stack.enter_async_context(open_producer(settings))
+        engine = None
+        if roles & {"ingest", "notifier"}:
+            engine = await stack.enter_async_context(open_engine(settings))
+            await wait_for_database(engine)
+        if "ingest" in roles:
+            assert engine is not None
+            running.ingest = IngestMetrics(registry)
+            running.tasks.append(
+                asyncio.create_task(
+                    run_ingest(settings, producer=producer, engine=engine, metrics=running.ingest, stop=stop),
+                    name="ingest",
+                )
+            )
+        if "triage" in roles:
+            running.triage = TriageMetrics(registry)
+            running.tasks.append(
+                asyncio.create_task(
+                    run_triage(settings, producer=producer, metrics=running.triage, stop=stop),
+                    name="triage",
+                )
+            )
+        server: uvicorn.Server | None = None
+        if "notifier" in roles:
+            assert engine is not None
+            running.notifier = NotifierMetrics(registry)
+            running.tasks.append(
+                asyncio.create_task(
+                    run_notifier(
+                        settings,
+                        engine=engine,
+                        producer=producer,
+                        metrics=running.notifier,
+                        clock=clock or SystemClock(),
+                        stop=stop,
+                    ),
+                    name="notifier",
+                )
+            )
+            if api:
+                app = create_app(
+                    ApiState(
+                        settings=settings,
+                        engine=engine,
+                        registry=registry,
+                        broker_check=producer.client.fetch_all_metadata,
+                    )
+                )
+                server = _EmbeddedServer(
+                    uvicorn.Config(
+                        app,
+                        host=settings.api_host,
+                        port=settings.api_port,
+                        log_level="warning",
+                        lifespan="off",
+                        access_log=False,
+                    )
+                )
+                running.tasks.append(asyncio.create_task(server.serve(), name="api"))
+                while not server.started:
+                    if running.tasks[-1].done():
+                        running.tasks[-1].result()  # bind failure: raise it
+                        raise RuntimeError("API server exited at start")
+                    await asyncio.sleep(0.02)  # uvicorn exposes no start event
+                running.api_port = server.servers[0].sockets[0].getsockname()[1]
+        try:
+            yield running
+        finally:
+            stop.set()
+            if server is not None:
+                server.should_exit = True
+            results = await asyncio.gather(*running.tasks, return_exceptions=True)
+            for task, res in zip(running.tasks, results, strict=True):
+                if isinstance(res, BaseException) and not isinstance(res, asyncio.CancelledError):
+                    log.error("%s ended with %r", task.get_name(), res)
+
+
+async def serve_until_stopped(running: Running, stop: asyncio.Event) -> None:
+    """Wait until ``stop`` is set or a service dies (which stops the rest)."""
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *running.tasks], return_when=asyncio.FIRST_COMPLETED)
+    if stopper not in done:
+        stopper.cancel()
+        for t in done:
+            exc = t.exception()
+            if exc is not None:
+                log.error("service %s failed: %r; shutting down", t.get_name(), exc)
+                stop.set()
+                raise exc
+        stop.set()

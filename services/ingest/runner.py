@@ -1,0 +1,130 @@
+"""The ingest service: consume raw reports, validate, dedup, publish clean or dead-letter.
+
+Per batch: validate every record; claim the valid report ids in Postgres (durable before
+anything is published); publish first sightings to the clean topic and rejects to the DLQ;
+wait for the broker's acks; only then does ``consume_batches`` commit the offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.ingest.dedup import Deduplicator, Origin
+from services.ingest.metrics import IngestMetrics
+from services.ingest.validate import Rejected, canonical_json, parse_report
+from shared.events import Report
+from shared.kafka import Record, consume_batches, dlq_headers, open_consumer
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_S = 300.0
+
+
+class Ingester:
+    """Handles one batch of raw reports; owns no resources, the caller passes them in."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        producer: AIOKafkaProducer,
+        dedup: Deduplicator,
+        metrics: IngestMetrics,
+    ) -> None:
+        self._s = settings
+        self._producer = producer
+        self._dedup = dedup
+        self._m = metrics
+
+    async def handle(self, records: list[Record]) -> None:
+        started = time.perf_counter()
+        valid: list[tuple[Record, Report]] = []
+        rejected: list[tuple[Record, Rejected]] = []
+        for rec in records:
+            parsed = parse_report(
+                rec.value, max_bytes=self._s.max_report_bytes, max_text_chars=self._s.max_text_chars
+            )
+            if isinstance(parsed, Rejected):
+                rejected.append((rec, parsed))
+            else:
+                valid.append((rec, parsed))
+
+        owners = await self._dedup.firsts(
+            [(rep.report_id, Origin(rec.partition, rec.offset)) for rec, rep in valid]
+        )
+        futures = []
+        published = 0
+        for rec, rep in valid:
+            if Origin(rec.partition, rec.offset) not in owners:
+                continue
+            published += 1
+            futures.append(
+                await self._producer.send(
+                    self._s.clean_topic,
+                    canonical_json(rep),
+                    key=rep.stream_id.encode(),
+                    timestamp_ms=int(rep.reported_at.timestamp() * 1000),
+                )
+            )
+        for rec, rej in rejected:
+            futures.append(
+                await self._producer.send(
+                    self._s.dlq_topic,
+                    rec.value,
+                    key=rec.key,
+                    headers=dlq_headers(rec, rej.reason, rej.detail),
+                )
+            )
+        if futures:
+            await asyncio.gather(*futures)
+
+        self._m.consumed.inc(len(records))
+        self._m.published.inc(published)
+        self._m.duplicates.inc(len(valid) - published)
+        for _, rej in rejected:
+            self._m.dlq.labels(rej.reason).inc()
+        self._m.batch_seconds.observe(time.perf_counter() - started)
+
+
+async def run_ingest(
+    settings: Settings,
+    *,
+    producer: AIOKafkaProducer,
+    engine: AsyncEngine,
+    metrics: IngestMetrics,
+    stop: asyncio.Event,
+) -> None:
+    """Run the ingest consumer until ``stop`` is set."""
+    dedup = Deduplicator(engine, timedelta(hours=settings.dedup_ttl_hours))
+    ingester = Ingester(settings, producer, dedup, metrics)
+    last_prune = 0.0
+
+    async def tick() -> None:
+        nonlocal last_prune
+        if time.monotonic() - last_prune > PRUNE_EVERY_S:
+            last_prune = time.monotonic()
+            try:
+                removed = await dedup.prune()
+            except Exception as exc:  # housekeeping must never stop ingestion
+                log.warning("dedup prune failed, will retry: %s", exc)
+                return
+            if removed:
+                log.info("pruned %d expired dedup claims", removed)
+
+    async with open_consumer(settings, [settings.reports_topic], settings.ingest_group) as consumer:
+        log.info("ingest consuming %s", settings.reports_topic)
+        await consume_batches(
+            consumer,
+            ingester.handle,
+            stop,
+            max_records=settings.batch_max_records,
+            poll_timeout_ms=settings.poll_timeout_ms,
+            tick=tick,
+        )
+    log.info("ingest stopped")

@@ -1,0 +1,52 @@
+"""The FastAPI application: incidents API, health, metrics, RFC 9457 errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.notifier.api.deps import ApiState
+from services.notifier.api.routes import router
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def _problem(status: int, title: str, detail: str | None, errors: list[Any] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def create_app(state: ApiState) -> FastAPI:
+    """Build the app around resources the caller owns (engine, registry, broker check)."""
+    app = FastAPI(
+        title="livetriage",
+        version="0.1.0",
+        description="Incidents raised from live-stream reports. Errors are RFC 9457 problem+json.",
+    )
+    app.state.api = state
+    app.include_router(router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+                  405: "Method Not Allowed"}
+        return _problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
+        return _problem(422, "Invalid request", detail, errors)
+
+    return app

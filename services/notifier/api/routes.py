@@ -1,0 +1,105 @@
+"""Routes of the incidents API."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.notifier import store
+from services.notifier.api.deps import ApiState, get_conn, get_state
+from services.notifier.api.schemas import Health, IncidentOut, IncidentPage, Problem, Status, TimelineEntry
+from shared.db import ping
+from shared.events import Category, Severity
+
+router = APIRouter()
+PROBLEMS = {
+    400: {"model": Problem, "description": "Bad request"},
+    404: {"model": Problem, "description": "Not found"},
+    422: {"model": Problem, "description": "Invalid parameters"},
+}
+Conn = Annotated[AsyncConnection, Depends(get_conn)]
+
+
+@router.get("/v1/incidents", response_model=IncidentPage, tags=["incidents"], responses=PROBLEMS)
+async def list_incidents(
+    conn: Conn,
+    request: Request,
+    status: Status | None = None,
+    severity: Severity | None = None,
+    category: Category | None = None,
+    stream_id: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> IncidentPage:
+    """Incidents, newest first, with keyset pagination."""
+    state = get_state(request)
+    try:
+        rows, next_cursor = await store.list_incidents(
+            conn,
+            status=status,
+            severity=severity.value if severity else None,
+            category=category.value if category else None,
+            stream_id=stream_id,
+            limit=min(limit, state.settings.page_size_max),
+            cursor=cursor,
+        )
+    except store.BadCursor as exc:
+        raise HTTPException(400, str(exc)) from exc
+    return IncidentPage(items=[IncidentOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/v1/incidents/{incident_id}", response_model=IncidentOut, tags=["incidents"], responses=PROBLEMS)
+async def get_incident(incident_id: uuid.UUID, conn: Conn) -> IncidentOut:
+    row = await store.get_incident(conn, incident_id=incident_id)
+    if row is None:
+        raise HTTPException(404, f"incident {incident_id} not found")
+    return IncidentOut.model_validate(row)
+
+
+@router.get(
+    "/v1/incidents/{incident_id}/timeline",
+    response_model=list[TimelineEntry],
+    tags=["incidents"],
+    responses=PROBLEMS,
+)
+async def get_timeline(incident_id: uuid.UUID, conn: Conn) -> list[TimelineEntry]:
+    if await store.get_incident(conn, incident_id=incident_id) is None:
+        raise HTTPException(404, f"incident {incident_id} not found")
+    return [TimelineEntry.model_validate(r) for r in await store.get_timeline(conn, incident_id=incident_id)]
+
+
+@router.get("/healthz", response_model=Health, tags=["ops"])
+async def healthz() -> Health:
+    """Liveness: the process serves requests."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, tags=["ops"], responses={503: {"model": Health}})
+async def readyz(request: Request) -> Response:
+    """Readiness: the database and the broker both answer."""
+    state: ApiState = get_state(request)
+    checks: dict[str, str] = {}
+
+    async def check(name: str, probe) -> None:  # type: ignore[no-untyped-def]
+        try:
+            await asyncio.wait_for(probe(), timeout=2.0)
+            checks[name] = "ok"
+        except Exception as exc:  # any failure means not ready; say which
+            checks[name] = f"unavailable: {type(exc).__name__}"
+
+    await asyncio.gather(check("database", lambda: ping(state.engine)), check("broker", state.broker_check))
+    ok = all(v == "ok" for v in checks.values())
+    body = Health(status="ok" if ok else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/metrics", tags=["ops"], response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this process."""
+    return Response(generate_latest(get_state(request).registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,74 @@
+"""HTTP models of the incidents API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events import Category, Severity
+
+Status = Literal["triggered", "acknowledged", "resolved"]
+
+
+class FactorOut(BaseModel):
+    name: str
+    value: float | str
+    contribution: float
+
+
+class IncidentOut(BaseModel):
+    """An incident as the API returns it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    dedup_key: str
+    kind: str
+    status: Status
+    severity: Severity
+    category: Category
+    stream_id: str | None
+    region: str | None
+    score: float
+    reason: str = Field(description="Why it was raised, in one sentence.")
+    started_at: datetime = Field(description="Event time of the first report behind it.")
+    detected_at: datetime
+    updated_at: datetime
+    last_signal_at: datetime
+    resolved_at: datetime | None
+    report_count: int
+    signal_count: int
+    factors: list[FactorOut]
+    sample_report_ids: list[str]
+
+
+class IncidentPage(BaseModel):
+    """One page of incidents, newest first; pass ``next_cursor`` back as ``cursor``."""
+
+    items: list[IncidentOut]
+    next_cursor: str | None
+
+
+class TimelineEntry(BaseModel):
+    at: datetime
+    kind: str
+    actor: str
+    detail: dict[str, Any]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

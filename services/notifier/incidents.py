@@ -1,0 +1,92 @@
+"""How a signal changes an incident. Pure: current state and a signal in, changes out.
+
+An incident is keyed by the signal's ``dedup_key``; at most one is open per key. A later
+signal for the same key merges into it: severity only rises, counts and samples grow, and
+each notable change becomes a timeline entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.events import Severity, Signal
+
+MAX_SAMPLE = 20
+
+
+@dataclass(slots=True)
+class IncidentState:
+    """The mutable fields of an open incident that signals change."""
+
+    severity: Severity
+    score: float
+    reason: str
+    started_at: datetime
+    last_signal_at: datetime
+    report_count: int
+    signal_count: int
+    factors: list[dict[str, Any]]
+    sample_report_ids: list[str]
+    status: str = "triggered"
+    resolved_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class Change:
+    """What applying a signal did: the new state and the timeline entries to record."""
+
+    state: IncidentState
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def kind_of(signal: Signal) -> str:
+    return {"spike": "spike", "critical_report": "critical_report"}.get(signal.kind, "spike")
+
+
+def open_incident(signal: Signal) -> Change:
+    """A new incident from its first signal."""
+    state = IncidentState(
+        severity=signal.severity,
+        score=signal.score,
+        reason=signal.reason,
+        started_at=signal.window_start or signal.observed_at,
+        last_signal_at=signal.observed_at,
+        report_count=signal.report_count,
+        signal_count=1,
+        factors=[f.model_dump() for f in signal.factors],
+        sample_report_ids=list(signal.sample_report_ids[:MAX_SAMPLE]),
+    )
+    return Change(state, [("triggered", {"signal_id": signal.signal_id, "severity": signal.severity.value,
+                                         "reason": signal.reason})])
+
+
+def merge(state: IncidentState, signal: Signal) -> Change:
+    """Apply a later signal for the same key to an open incident."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    if signal.kind == "resolve":
+        state.status = "resolved"
+        state.resolved_at = signal.observed_at
+        events.append(("resolved", {"signal_id": signal.signal_id, "how": "auto", "reason": signal.reason}))
+        return Change(state, events)
+
+    events.append(("signal_merged", {"signal_id": signal.signal_id, "report_count": signal.report_count}))
+    if signal.severity.rank < state.severity.rank:
+        events.append(("severity_raised", {"from": state.severity.value, "to": signal.severity.value}))
+        state.severity = signal.severity
+        state.reason = signal.reason
+        state.factors = [f.model_dump() for f in signal.factors]
+    state.score = max(state.score, signal.score)
+    state.signal_count += 1
+    state.report_count += signal.report_count
+    if signal.observed_at > state.last_signal_at:
+        state.last_signal_at = signal.observed_at
+    start = signal.window_start or signal.observed_at
+    if start < state.started_at:
+        state.started_at = start
+    room = MAX_SAMPLE - len(state.sample_report_ids)
+    if room > 0:
+        seen = set(state.sample_report_ids)
+        state.sample_report_ids.extend([r for r in signal.sample_report_ids if r not in seen][:room])
+    return Change(state, events)

@@ -1,0 +1,100 @@
+"""The notifier's consumer: apply signals to incidents in one DB transaction per batch.
+
+The batch's offsets are committed only after the transaction committed; signals are
+idempotent by id, so a redelivered batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.notifier.metrics import NotifierMetrics
+from services.notifier.store import apply_signal
+from shared.clock import Clock
+from shared.events import Signal
+from shared.kafka import Record, consume_batches, dlq_headers, open_consumer
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SignalApplier:
+    """Handles one batch of signals."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        producer: AIOKafkaProducer,
+        metrics: NotifierMetrics,
+        clock: Clock,
+    ) -> None:
+        self._s = settings
+        self._engine = engine
+        self._producer = producer
+        self._m = metrics
+        self._clock = clock
+
+    async def handle(self, records: list[Record]) -> None:
+        started = time.perf_counter()
+        signals: list[Signal] = []
+        dead = []
+        for rec in records:
+            try:
+                signals.append(Signal.model_validate_json(rec.value or b""))
+            except ValidationError as exc:
+                self._m.invalid.inc()
+                dead.append(
+                    await self._producer.send(
+                        self._s.signals_topic + ".dlq",
+                        rec.value,
+                        key=rec.key,
+                        headers=dlq_headers(rec, "invalid_signal", str(exc)[:500]),
+                    )
+                )
+        if dead:
+            await asyncio.gather(*dead)
+        if not signals:
+            return
+        now = self._clock.now()
+        results = []
+        async with self._engine.begin() as conn:
+            for sig in signals:
+                results.append((sig, await apply_signal(conn, signal=sig, now=now)))
+        for sig, res in results:
+            self._m.signals.labels(sig.kind).inc()
+            if res.duplicate:
+                self._m.duplicates.inc()
+            if res.created:
+                self._m.incidents_created.labels(sig.severity.value).inc()
+                log.info("incident %s opened: %s", res.incident_id, sig.reason)
+        self._m.batch_seconds.observe(time.perf_counter() - started)
+
+
+async def run_notifier(
+    settings: Settings,
+    *,
+    engine: AsyncEngine,
+    producer: AIOKafkaProducer,
+    metrics: NotifierMetrics,
+    clock: Clock,
+    stop: asyncio.Event,
+) -> None:
+    """Run the signal consumer until ``stop`` is set."""
+    applier = SignalApplier(settings, engine, producer, metrics, clock)
+    async with open_consumer(settings, [settings.signals_topic], settings.notifier_group) as consumer:
+        log.info("notifier consuming %s", settings.signals_topic)
+        await consume_batches(
+            consumer,
+            applier.handle,
+            stop,
+            max_records=settings.batch_max_records,
+            poll_timeout_ms=settings.poll_timeout_ms,
+        )
+    log.info("notifier stopped")

@@ -1,0 +1,215 @@
+"""Incident persistence: async repository functions with keyword-only arguments.
+
+``apply_signal`` is idempotent by ``signal_id``: a signal already recorded changes nothing,
+so a redelivered batch is harmless. One open incident per dedup key is enforced by a partial
+unique index, and the open incident is locked (``FOR UPDATE``) while a signal merges into it.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.notifier.incidents import IncidentState, kind_of, merge, open_incident
+from services.notifier.tables import incident_signals, incident_timeline, incidents
+from shared.events import Severity, Signal
+
+SYSTEM_ACTOR = "livetriage"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """Outcome of applying one signal."""
+
+    incident_id: uuid.UUID | None
+    created: bool
+    duplicate: bool
+
+
+async def apply_signal(conn: AsyncConnection, *, signal: Signal, now: datetime) -> Applied:
+    """Merge ``signal`` into its open incident (or open one). Caller owns the transaction."""
+    seen = await conn.scalar(
+        sa.select(incident_signals.c.incident_id).where(incident_signals.c.signal_id == signal.signal_id)
+    )
+    if seen is not None:
+        return Applied(seen, created=False, duplicate=True)
+
+    row = (
+        await conn.execute(
+            sa.select(incidents)
+            .where(incidents.c.dedup_key == signal.dedup_key, incidents.c.status != "resolved")
+            .with_for_update()
+        )
+    ).mappings().first()
+
+    if row is None:
+        if signal.kind == "resolve":
+            return Applied(None, created=False, duplicate=False)  # nothing open to resolve
+        change = open_incident(signal)
+        incident_id = uuid.uuid4()
+        inserted = await conn.execute(
+            pg_insert(incidents)
+            .values(
+                id=incident_id,
+                dedup_key=signal.dedup_key,
+                kind=kind_of(signal),
+                category=signal.category.value,
+                stream_id=signal.stream_id,
+                region=signal.region,
+                detected_at=now,
+                updated_at=now,
+                **_state_columns(change.state),
+            )
+            .on_conflict_do_nothing(
+                index_elements=["dedup_key"], index_where=sa.text("status <> 'resolved'")
+            )
+            .returning(incidents.c.id)
+        )
+        if inserted.scalar() is None:
+            # Another notifier opened it between our SELECT and INSERT: merge into theirs.
+            return await apply_signal(conn, signal=signal, now=now)
+        created = True
+    else:
+        incident_id = row["id"]
+        change = merge(_state_of(row), signal)
+        await conn.execute(
+            incidents.update()
+            .where(incidents.c.id == incident_id)
+            .values(updated_at=now, **_state_columns(change.state))
+        )
+        created = False
+
+    await conn.execute(
+        incident_signals.insert().values(
+            signal_id=signal.signal_id,
+            incident_id=incident_id,
+            kind=signal.kind,
+            severity=signal.severity.value,
+            received_at=now,
+            payload=signal.model_dump(mode="json"),
+        )
+    )
+    if change.events:
+        await conn.execute(
+            incident_timeline.insert(),
+            [
+                {"incident_id": incident_id, "at": now, "kind": k, "actor": SYSTEM_ACTOR, "detail": d}
+                for k, d in change.events
+            ],
+        )
+    return Applied(incident_id, created=created, duplicate=False)
+
+
+def _state_of(row: Any) -> IncidentState:
+    return IncidentState(
+        severity=Severity(row["severity"]),
+        score=row["score"],
+        reason=row["reason"],
+        started_at=row["started_at"],
+        last_signal_at=row["last_signal_at"],
+        report_count=row["report_count"],
+        signal_count=row["signal_count"],
+        factors=list(row["factors"]),
+        sample_report_ids=list(row["sample_report_ids"]),
+        status=row["status"],
+        resolved_at=row["resolved_at"],
+    )
+
+
+def _state_columns(s: IncidentState) -> dict[str, Any]:
+    return {
+        "status": s.status,
+        "severity": s.severity.value,
+        "score": s.score,
+        "reason": s.reason,
+        "started_at": s.started_at,
+        "last_signal_at": s.last_signal_at,
+        "resolved_at": s.resolved_at,
+        "report_count": s.report_count,
+        "signal_count": s.signal_count,
+        "factors": s.factors,
+        "sample_report_ids": s.sample_report_ids,
+    }
+
+
+# ---- reads -------------------------------------------------------------------------------
+
+
+class BadCursor(ValueError):
+    """The pagination cursor is not one this API issued."""
+
+
+def encode_cursor(detected_at: datetime, incident_id: uuid.UUID) -> str:
+    raw = orjson.dumps([detected_at.isoformat(), str(incident_id)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        ts, iid = orjson.loads(raw)
+        when = datetime.fromisoformat(ts)
+        if when.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return when, uuid.UUID(iid)
+    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        raise BadCursor("cursor is malformed; use the next_cursor of a previous page") from exc
+
+
+async def list_incidents(
+    conn: AsyncConnection,
+    *,
+    status: str | None = None,
+    severity: str | None = None,
+    category: str | None = None,
+    stream_id: str | None = None,
+    limit: int,
+    cursor: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first (detected_at, id), keyset-paginated; returns the page and the next cursor."""
+    q = sa.select(incidents)
+    for col, val in (
+        (incidents.c.status, status),
+        (incidents.c.severity, severity),
+        (incidents.c.category, category),
+        (incidents.c.stream_id, stream_id),
+    ):
+        if val is not None:
+            q = q.where(col == val)
+    if cursor is not None:
+        ts, iid = decode_cursor(cursor)
+        q = q.where(
+            sa.tuple_(incidents.c.detected_at, incidents.c.id)
+            < sa.tuple_(
+                sa.literal(ts, incidents.c.detected_at.type), sa.literal(iid, incidents.c.id.type)
+            )
+        )
+    q = q.order_by(incidents.c.detected_at.desc(), incidents.c.id.desc()).limit(limit + 1)
+    rows = [dict(r) for r in (await conn.execute(q)).mappings()]
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["detected_at"], rows[-1]["id"])
+    return rows, next_cursor
+
+
+async def get_incident(conn: AsyncConnection, *, incident_id: uuid.UUID) -> dict[str, Any] | None:
+    row = (await conn.execute(sa.select(incidents).where(incidents.c.id == incident_id))).mappings().first()
+    return dict(row) if row is not None else None
+
+
+async def get_timeline(conn: AsyncConnection, *, incident_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        sa.select(incident_timeline)
+        .where(incident_timeline.c.incident_id == incident_id)
+        .order_by(incident_timeline.c.id)
+    )
+    return [dict(r) for r in rows.mappings()]

@@ -1,0 +1,125 @@
+"""Event schemas, one pydantic model per topic.
+
+``Report`` is the public contract (schema v1) that moderation tools, viewers and classifiers
+publish to ``live.reports``; ``shared/report.schema.json`` is generated from it
+(``livetriage schema``) and checked in. ``Signal`` is what triage emits to ``triage.signals``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = 1
+MAX_TEXT_CHARS = 2_000
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+
+
+class Category(StrEnum):
+    """What a report says is wrong with a stream."""
+
+    child_safety = "child_safety"
+    violent_extremism = "violent_extremism"
+    self_harm = "self_harm"
+    violence = "violence"
+    hate = "hate"
+    harassment = "harassment"
+    nudity = "nudity"
+    dangerous_acts = "dangerous_acts"
+    animal_harm = "animal_harm"
+    spam = "spam"
+    other = "other"
+
+
+class Source(StrEnum):
+    """Who filed the report; trust differs by source."""
+
+    user = "user"
+    moderator = "moderator"
+    classifier = "classifier"
+
+
+class Severity(StrEnum):
+    """Incident severity, SEV1 the most urgent."""
+
+    SEV1 = "SEV1"
+    SEV2 = "SEV2"
+    SEV3 = "SEV3"
+    SEV4 = "SEV4"
+
+    @property
+    def rank(self) -> int:
+        """1 for SEV1 ... 4 for SEV4: lower is more severe."""
+        return int(self.value[-1])
+
+
+class Report(BaseModel):
+    """A report about a live stream (contract v1). Unknown fields are kept, not rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", str_max_length=MAX_TEXT_CHARS)
+
+    report_id: Identifier = Field(description="Idempotency key: the same id is one report.")
+    stream_id: Identifier
+    reported_at: AwareDatetime = Field(description="Event time, RFC 3339 with an offset.")
+    category: Category
+    source: Source
+    reporter_id: Identifier | None = None
+    region: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = Field(
+        default=None, description="ISO 3166-1 alpha-2 code of the reporter's region."
+    )
+    viewer_count: Annotated[int, Field(ge=0, le=10_000_000_000)] | None = None
+    classifier_score: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    language: Annotated[str, StringConstraints(min_length=2, max_length=35)] | None = Field(
+        default=None, description="BCP 47 language tag."
+    )
+    text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)] | None = None
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class Factor(BaseModel):
+    """One named input to a score, and how much it contributed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    value: float | str
+    contribution: float
+
+
+SignalKind = Literal["spike", "critical_report", "resolve"]
+
+
+class Signal(BaseModel):
+    """An explainable triage decision: raise (or resolve) an incident for ``dedup_key``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    signal_id: str = Field(description="Deterministic: the same decision has the same id.")
+    kind: SignalKind
+    dedup_key: str = Field(description="Incidents group on this key.")
+    stream_id: str | None = None
+    category: Category
+    region: str | None = None
+    severity: Severity
+    score: float
+    observed_at: datetime = Field(description="Event time of the report that decided it.")
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    report_count: int = Field(ge=0)
+    reason: str = Field(description="One human sentence: why this fired.")
+    factors: list[Factor] = Field(default_factory=list)
+    sample_report_ids: list[str] = Field(default_factory=list, max_length=20)
+
+
+def report_json_schema() -> dict[str, Any]:
+    """JSON Schema of the report contract, as published in ``shared/report.schema.json``."""
+    schema = Report.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://livetriage.dev/schemas/report.v1.json"
+    schema["additionalProperties"] = True
+    return schema

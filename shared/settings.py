@@ -1,0 +1,92 @@
+"""The one typed settings object for every livetriage process.
+
+Built once in ``main()`` from the environment (prefix ``LIVETRIAGE_``; the conventional
+``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL`` are honoured too) and passed down.
+Frozen, so nothing changes it behind a running service's back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Configuration shared by ingest, triage, notifier and the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="LIVETRIAGE_", frozen=True, extra="ignore")
+
+    # --- infrastructure: unset means "start an embedded one under data_dir" (``up`` only)
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "LIVETRIAGE_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers, host:port[,host:port].",
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "LIVETRIAGE_DATABASE_URL"),
+        description="PostgreSQL URL (postgresql://user:pass@host:port/db).",
+    )
+    data_dir: Path = Field(Path(".livetriage"), description="Embedded broker/database live here.")
+    embedded_kafka_port: int = Field(19092, description="Port of the embedded tansu broker.")
+
+    # --- topics
+    reports_topic: str = "live.reports"
+    clean_topic: str = "triage.reports"
+    signals_topic: str = "triage.signals"
+    dlq_topic: str = "live.reports.dlq"
+    topic_partitions: int = Field(6, ge=1, description="Partitions for topics livetriage creates.")
+    topic_replication: int = Field(1, ge=1)
+
+    # --- consumer groups and Kafka client tuning
+    ingest_group: str = "livetriage-ingest"
+    triage_group: str = "livetriage-triage"
+    notifier_group: str = "livetriage-notifier"
+    batch_max_records: int = Field(5000, ge=1, description="Max records handled per batch.")
+    poll_timeout_ms: int = Field(200, ge=1)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(1_000, ge=100)
+    producer_linger_ms: int = Field(5, ge=0)
+    compression_type: str | None = Field(None, description="None, gzip, snappy, lz4 or zstd.")
+
+    # --- ingest
+    max_report_bytes: int = Field(16_384, ge=256, description="Larger reports go to the DLQ.")
+    max_text_chars: int = Field(2_000, ge=1)
+    dedup_ttl_hours: float = Field(48.0, gt=0, description="How long a report_id is remembered.")
+
+    # --- triage (first cut; issue #4 replaces the fixed threshold)
+    window_size_s: int = Field(60, ge=1, description="Tumbling window size on reported_at.")
+    spike_threshold: int = Field(20, ge=1, description="Reports per window per stream+category.")
+    critical_score: float = Field(0.9, ge=0, le=1, description="Single-report signal level.")
+    window_grace_s: int = Field(30, ge=0, description="How long a closed window accepts late reports.")
+
+    # --- notifier / API
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=0, le=65535)
+    metrics_port: int = Field(0, ge=0, le=65535, description="Standalone services: 0 = off.")
+    page_size_max: int = Field(200, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("compression_type")
+    @classmethod
+    def _known_codec(cls, v: str | None) -> str | None:
+        if v in (None, "", "none"):
+            return None
+        if v not in {"gzip", "snappy", "lz4", "zstd"}:
+            raise ValueError("compression_type must be one of none, gzip, snappy, lz4, zstd")
+        return v
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is not set (only `livetriage up` embeds one)")
+        return self.kafka_bootstrap_servers
+
+    def require_database(self) -> str:
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set (only `livetriage up` embeds one)")
+        return self.database_url
+
