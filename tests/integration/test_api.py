@@ -1,0 +1,125 @@
+"""The incidents API against real Postgres: filters, keyset pagination, errors, health."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import pytest_asyncio
+from prometheus_client import CollectorRegistry
+
+from services.notifier.api.app import create_app
+from services.notifier.api.deps import ApiState
+from services.notifier.store import apply_signal
+from shared.db import open_engine
+from shared.events import Category, Severity, Signal
+from shared.settings import Settings
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def signal(i: int, *, stream: str, category: str = "violence", severity: str = "SEV3") -> Signal:
+    return Signal(
+        signal_id=f"sig-{stream}-{i}", kind="spike", dedup_key=f"spike:{stream}:{category}",
+        stream_id=stream, category=Category(category), severity=Severity(severity), score=0.5,
+        observed_at=T0, window_start=T0, report_count=10, reason="test",
+    )
+
+
+async def broker_ok() -> None:
+    return None
+
+
+async def broker_down() -> None:
+    raise ConnectionError("no broker")
+
+
+@pytest_asyncio.fixture
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with open_engine(settings) as engine:
+        async with engine.begin() as conn:
+            for i in range(25):
+                await apply_signal(
+                    conn,
+                    signal=signal(i, stream=f"s{i:02d}", category="hate" if i % 5 == 0 else "violence",
+                                  severity="SEV1" if i % 10 == 0 else "SEV3"),
+                    now=T0 + timedelta(seconds=i // 2),  # ties in detected_at on purpose
+                )
+        app = create_app(ApiState(settings, engine, CollectorRegistry(), broker_ok))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+            yield c
+
+
+async def test_keyset_pagination_walks_every_incident_once_newest_first(api: httpx.AsyncClient) -> None:
+    seen: list[dict] = []  # type: ignore[type-arg]
+    cursor = None
+    pages = 0
+    while True:
+        params = {"limit": 7} | ({"cursor": cursor} if cursor else {})
+        body = (await api.get("/v1/incidents", params=params)).json()
+        seen += body["items"]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 4 and len(seen) == 25
+    assert len({i["id"] for i in seen}) == 25
+    keys = [(i["detected_at"], i["id"]) for i in seen]
+    assert keys == sorted(keys, reverse=True)
+
+
+async def test_filters(api: httpx.AsyncClient) -> None:
+    hate = (await api.get("/v1/incidents", params={"category": "hate"})).json()["items"]
+    assert len(hate) == 5 and {i["category"] for i in hate} == {"hate"}
+    sev1 = (await api.get("/v1/incidents", params={"severity": "SEV1"})).json()["items"]
+    assert {i["stream_id"] for i in sev1} == {"s00", "s10", "s20"}
+    one = (await api.get("/v1/incidents", params={"stream_id": "s07", "status": "triggered"})).json()
+    assert [i["stream_id"] for i in one["items"]] == ["s07"] and one["next_cursor"] is None
+    none = (await api.get("/v1/incidents", params={"status": "resolved"})).json()
+    assert none == {"items": [], "next_cursor": None}
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/v1/incidents?severity=SEV9", 422),
+        ("/v1/incidents?status=open", 422),
+        ("/v1/incidents?category=bogus", 422),
+        ("/v1/incidents?limit=0", 422),
+        ("/v1/incidents?limit=100000", 422),
+        ("/v1/incidents?cursor=not-a-cursor", 400),
+        ("/v1/incidents/not-a-uuid", 422),
+        ("/v1/incidents/00000000-0000-0000-0000-000000000000", 404),
+        ("/v1/incidents/00000000-0000-0000-0000-000000000000/timeline", 404),
+        ("/v1/nothing-here", 404),
+    ],
+)
+async def test_bad_requests_get_problem_json(api: httpx.AsyncClient, path: str, status: int) -> None:
+    r = await api.get(path)
+    assert r.status_code == status
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["status"] == status and body["title"] and body.get("detail")
+
+
+async def test_health_ready_metrics_docs(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/healthz")).json() == {"status": "ok", "checks": {}}
+    ready = await api.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert (await api.get("/metrics")).status_code == 200
+    spec = (await api.get("/openapi.json")).json()
+    assert {"/v1/incidents", "/v1/incidents/{incident_id}", "/readyz"} <= set(spec["paths"])
+    assert (await api.get("/docs")).status_code == 200
+
+
+async def test_readyz_says_which_dependency_is_down(settings: Settings) -> None:
+    async with open_engine(settings) as engine:
+        app = create_app(ApiState(settings, engine, CollectorRegistry(), broker_down))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+            r = await c.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["checks"]["database"] == "ok"
+    assert r.json()["checks"]["broker"].startswith("unavailable")
