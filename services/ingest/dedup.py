@@ -77,5 +77,5 @@ class Deduplicator:
     async def prune(self, limit: int = 10_000) -> int:
         """Forget claims older than the TTL; returns how many were removed."""
         async with self._engine.begin() as conn:
-            res = await conn.execute(_PRUNE, {"age": f"{self._ttl.total_seconds()} seconds", "limit": limit})
+            res = await conn.execute(_PRUNE, {"age": self._ttl, "limit": limit})
             return res.rowcount or 0

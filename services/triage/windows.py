@@ -37,6 +37,7 @@ class WindowCounter:
         self.grace_ms = grace_ms
         self.max_event_ms: int | None = None
         self._open: dict[tuple[Hashable, int], Window] = {}
+        self._earliest_end: int | None = None  # lets expire() skip the scan when nothing closed
 
     @property
     def watermark_ms(self) -> int | None:
@@ -56,6 +57,8 @@ class WindowCounter:
         win = self._open.get((key, start))
         if win is None:
             win = self._open[(key, start)] = Window(start, start + self.size_ms)
+            if self._earliest_end is None or win.end_ms < self._earliest_end:
+                self._earliest_end = win.end_ms
         win.count += 1
         if score > win.max_score:
             win.max_score = score
@@ -70,11 +73,12 @@ class WindowCounter:
     def expire(self) -> Iterator[tuple[Hashable, Window]]:
         """Remove and yield the windows the watermark has closed."""
         wm = self.watermark_ms
-        if wm is None:
+        if wm is None or self._earliest_end is None or self._earliest_end > wm:
             return
         closed = [k for k, w in self._open.items() if w.end_ms <= wm]
         for k in closed:
             yield k[0], self._open.pop(k)
+        self._earliest_end = min((w.end_ms for w in self._open.values()), default=None)
 
     def __len__(self) -> int:
         return len(self._open)

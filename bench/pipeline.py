@@ -1,0 +1,435 @@
+"""End-to-end throughput benchmark: can the pipeline keep up with >= 5,000 reports/s?
+
+Runs against a fresh embedded tansu broker and a throwaway Postgres database:
+
+1. preload N realistic reports (``traffic()``: many streams, ~1% duplicates, ~0.5% malformed,
+   event times spread over N/5000 s) into the reports topic;
+2. ceiling: a bare aiokafka consumer reads the whole topic and parses every value with
+   orjson — the most a Python consumer in this process can do on this machine;
+3. pipeline: ingest, triage and notifier run in this process (``start_services``) and are
+   timed from the first report ingest consumed until triage has consumed every clean report
+   and the notifier every signal triage emitted.
+
+Postgres: ``DATABASE_URL`` if set; else a fresh ``bench_<random>`` database on
+127.0.0.1:5432 (user postgres, trust auth), dropped at the end; else the embedded one.
+
+    python -m bench.pipeline [--reports 200000] [--json] [--profile out.prof]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import logging
+import os
+import pstats
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer
+from prometheus_client import Counter
+from sqlalchemy import text
+
+from livetriage.embedded import embedded_broker, embedded_postgres_url, free_port, port_open
+from livetriage.runtime import ROLES, Running, start_services
+from livetriage.simulate import ReportFactory, traffic
+from shared.db import migrate, open_engine
+from shared.kafka import ensure_topics, open_producer, wait_for_broker
+from shared.settings import Settings
+
+log = logging.getLogger("bench.pipeline")
+
+TARGET_RPS = 5_000.0
+POLL_S = 0.05
+LOCAL_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass
+class Results:
+    reports: int
+    streams: int
+    database: str
+    generate_s: float = 0.0
+    preload_s: float = 0.0
+    preload_rps: float = 0.0
+    generated_duplicates: int = 0
+    generated_malformed: int = 0
+    ceiling_s: float = 0.0
+    ceiling_rps: float = 0.0
+    ceiling_unparseable: int = 0
+    pipeline_s: float = 0.0
+    pipeline_rps: float = 0.0
+    ratio: float = 0.0
+    ingest_done_s: float = 0.0
+    triage_done_s: float = 0.0
+    consumed: int = 0
+    published: int = 0
+    triaged: int = 0
+    duplicates_dropped: int = 0
+    dlq: int = 0
+    dlq_reasons: dict[str, int] = field(default_factory=dict)
+    late: int = 0
+    windows_held: int = 0
+    signals: int = 0
+    signals_by_kind: dict[str, int] = field(default_factory=dict)
+    notifier_signals: int = 0
+    incidents_created: int = 0
+    incidents_in_db: int = 0
+    completed: bool = False
+    target_rps: float = TARGET_RPS
+    target_met: bool = False
+
+
+# ---- infrastructure ----------------------------------------------------------------------
+
+
+async def _local_postgres_ok() -> bool:
+    if not port_open(5432):
+        return False
+    try:
+        conn = await asyncpg.connect(LOCAL_PG_ADMIN, timeout=3)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
+        log.info("local postgres on 5432 not usable: %r", exc)
+        return False
+    await conn.close()
+    return True
+
+
+@asynccontextmanager
+async def throwaway_database() -> AsyncIterator[str]:
+    """CREATE DATABASE bench_<random> on the local server; DROP it on exit."""
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(LOCAL_PG_ADMIN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        conn = await asyncpg.connect(LOCAL_PG_ADMIN)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def database_url(stack: AsyncExitStack, tmp: Path) -> tuple[str, str]:
+    """(url, description) of the database to use."""
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"], "DATABASE_URL"
+    if await _local_postgres_ok():
+        url = await stack.enter_async_context(throwaway_database())
+        return url, f"127.0.0.1:5432/{url.rsplit('/', 1)[1]} (throwaway)"
+    url = await stack.enter_async_context(embedded_postgres_url(tmp))
+    return url, "embedded PostgreSQL"
+
+
+def bench_settings(bootstrap: str, db_url: str) -> Settings:
+    sfx = uuid.uuid4().hex[:8]
+    return Settings(
+        kafka_bootstrap_servers=bootstrap,
+        database_url=db_url,
+        reports_topic=f"bench.{sfx}.live.reports",
+        clean_topic=f"bench.{sfx}.triage.reports",
+        signals_topic=f"bench.{sfx}.triage.signals",
+        dlq_topic=f"bench.{sfx}.live.reports.dlq",
+        ingest_group=f"bench-{sfx}-ingest",
+        triage_group=f"bench-{sfx}-triage",
+        notifier_group=f"bench-{sfx}-notifier",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+        log_level="WARNING",
+    )
+
+
+async def prepare(settings: Settings) -> None:
+    """What ``livetriage.cli._prepare`` does: broker up, topics exist, schema migrated."""
+    await wait_for_broker(settings)
+    await ensure_topics(settings)
+    await asyncio.to_thread(migrate, settings.require_database())
+
+
+# ---- phases ------------------------------------------------------------------------------
+
+
+def generate(n: int, streams: int, seed: int, res: Results) -> list[tuple[bytes, bytes]]:
+    """N records in event-time order: ~1% duplicates, ~0.5% malformed, over N/5000 s."""
+    duration = n / TARGET_RPS
+    factory = ReportFactory(streams=streams, seed=seed)
+    start = datetime.now(UTC) - timedelta(seconds=duration)
+    records: list[tuple[bytes, bytes]] = []
+    previous: bytes | None = None
+    for _, key, value in traffic(
+        factory,
+        rate=n / duration,
+        duration_s=duration,
+        start=start,
+        duplicate_ratio=0.01,
+        malformed_ratio=0.005,
+    ):
+        if key == b"garbage":
+            res.generated_malformed += 1
+        elif value is previous:  # traffic() resends the very same bytes object
+            res.generated_duplicates += 1
+        else:
+            previous = value
+        records.append((key, value))
+    # traffic() makes int(rate * duration) events; top up (or trim) float rounding to exactly n
+    while len(records) < n:
+        rep = factory.report(start + timedelta(seconds=duration))
+        records.append((rep["stream_id"].encode(), orjson.dumps(rep)))
+    del records[n:]
+    return records
+
+
+async def preload(settings: Settings, records: list[tuple[bytes, bytes]]) -> float:
+    t0 = time.perf_counter()
+    async with open_producer(settings) as producer:
+        pending = []
+        for key, value in records:
+            pending.append(await producer.send(settings.reports_topic, value, key=key))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    return time.perf_counter() - t0
+
+
+async def ceiling(settings: Settings, n: int, timeout_s: float) -> tuple[float, int]:
+    """Seconds for a bare consumer to read (and orjson-parse) all n reports; unparseable count."""
+    consumer = AIOKafkaConsumer(
+        settings.reports_topic,
+        bootstrap_servers=settings.require_kafka(),
+        group_id=f"{settings.ingest_group}-ceiling",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+        max_partition_fetch_bytes=4 * 1024 * 1024,  # as shared.kafka.open_consumer
+    )
+    await consumer.start()
+    try:
+        count = bad = 0
+        first: float | None = None
+        deadline = time.perf_counter() + timeout_s
+        while count < n:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"ceiling consumer read {count}/{n} records in {timeout_s:.0f}s")
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for recs in batches.values():
+                if first is None and recs:
+                    first = time.perf_counter()
+                for r in recs:
+                    try:
+                        orjson.loads(r.value)  # type: ignore[arg-type]
+                    except orjson.JSONDecodeError:
+                        bad += 1
+                count += len(recs)
+        assert first is not None
+        return time.perf_counter() - first, bad
+    finally:
+        await consumer.stop()
+
+
+def _value(c: Counter) -> int:
+    return int(c._value.get())  # noqa: SLF001 - the benchmark reads metrics in process
+
+
+def _by_label(c: Counter) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for metric in c.collect():
+        for s in metric.samples:
+            if s.name.endswith("_total"):
+                label = next(iter(s.labels.values()), "")
+                out[label] = out.get(label, 0) + int(s.value)
+    return out
+
+
+@dataclass
+class Snapshot:
+    consumed: int
+    published: int
+    triaged: int
+    signals: int
+    notified: int
+    handle_s: float  # sum of ingest batch handling times so far
+
+
+def snapshot(running: Running) -> Snapshot:
+    assert running.ingest and running.triage and running.notifier
+    return Snapshot(
+        consumed=_value(running.ingest.consumed),
+        published=_value(running.ingest.published),
+        triaged=_value(running.triage.consumed),
+        signals=sum(_by_label(running.triage.signals).values()),
+        notified=sum(_by_label(running.notifier.signals).values()),
+        handle_s=running.ingest.batch_seconds._sum.get(),  # noqa: SLF001
+    )
+
+
+async def pipeline(settings: Settings, n: int, timeout_s: float, res: Results, quiet: bool) -> None:
+    stop = asyncio.Event()
+    async with start_services(settings, ROLES, stop, api=False) as running:
+        assert running.ingest and running.triage and running.notifier
+        tasks = running.tasks
+        started = time.perf_counter()
+        t0: float | None = None
+        t_ingest = t_triage = None
+        last_report = started
+        while True:
+            now = time.perf_counter()
+            s = snapshot(running)
+            if t0 is None and s.consumed > 0:
+                # consumed is counted when a batch is done: the first record was fetched
+                # the handling time of the batches done so far earlier (<= 50 ms poll lag).
+                t0 = now - s.handle_s
+            if t_ingest is None and s.consumed >= n:
+                t_ingest = now
+            if t_ingest is not None and t_triage is None and s.triaged >= s.published:
+                t_triage = now
+            if s.consumed >= n and s.triaged >= s.published and s.notified >= s.signals:
+                res.completed = True
+                break
+            if now - started > timeout_s:
+                log.error("timed out after %.0fs: %s", timeout_s, s)
+                break
+            dead = [t for t in tasks if t.done()]
+            if dead:
+                raise RuntimeError(f"service {dead[0].get_name()} ended: {dead[0].exception()!r}")
+            if not quiet and now - last_report >= 5:
+                last_report = now
+                print(
+                    f"  ... {now - started:5.1f}s ingest {s.consumed}/{n} triage {s.triaged}/"
+                    f"{s.published} notifier {s.notified}/{s.signals}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            await asyncio.sleep(POLL_S)  # polling metrics with a deadline
+
+        end = time.perf_counter()
+        t0 = t0 if t0 is not None else end
+        res.pipeline_s = end - t0
+        res.ingest_done_s = (t_ingest or end) - t0
+        res.triage_done_s = (t_triage or end) - t0
+        res.consumed = s.consumed
+        res.published = s.published
+        res.triaged = s.triaged
+        res.signals = s.signals
+        res.notifier_signals = s.notified
+        res.pipeline_rps = (s.consumed if not res.completed else n) / res.pipeline_s if res.pipeline_s else 0.0
+        res.duplicates_dropped = _value(running.ingest.duplicates)
+        res.dlq_reasons = _by_label(running.ingest.dlq)
+        res.dlq = sum(res.dlq_reasons.values())
+        res.late = _value(running.triage.late)
+        res.windows_held = int(running.triage.windows._value.get())  # noqa: SLF001
+        res.signals_by_kind = _by_label(running.triage.signals)
+        res.incidents_created = sum(_by_label(running.notifier.incidents_created).values())
+    async with open_engine(settings) as engine, engine.connect() as conn:
+        res.incidents_in_db = int(await conn.scalar(text("SELECT count(*) FROM incidents")) or 0)
+
+
+async def run(args: argparse.Namespace) -> Results:
+    n = args.reports
+    timeout_s = args.timeout or max(120.0, n / 500)
+    quiet = args.json
+    say = (lambda *_: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    async with AsyncExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="livetriage-bench-")))
+        bootstrap = await stack.enter_async_context(embedded_broker(tmp, free_port()))
+        db_url, db_desc = await database_url(stack, tmp)
+        settings = bench_settings(bootstrap, db_url)
+        await prepare(settings)
+        res = Results(reports=n, streams=args.streams, database=db_desc)
+        say(f"broker {bootstrap} (embedded tansu), database {db_desc}")
+
+        t = time.perf_counter()
+        records = generate(n, args.streams, args.seed, res)
+        res.generate_s = time.perf_counter() - t
+        say(f"generated {n} records in {res.generate_s:.1f}s; preloading ...")
+        res.preload_s = await preload(settings, records)
+        res.preload_rps = n / res.preload_s
+        del records
+
+        say("ceiling: bare aiokafka consumer ...")
+        res.ceiling_s, res.ceiling_unparseable = await ceiling(settings, n, timeout_s)
+        res.ceiling_rps = n / res.ceiling_s
+
+        say("pipeline: ingest + triage + notifier ...")
+        prof = cProfile.Profile() if args.profile else None
+        if prof:
+            prof.enable()
+        try:
+            await pipeline(settings, n, timeout_s, res, quiet)
+        finally:
+            if prof:
+                prof.disable()
+                prof.dump_stats(args.profile)
+                if not quiet:
+                    pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+        res.ratio = res.pipeline_rps / res.ceiling_rps if res.ceiling_rps else 0.0
+        res.target_met = res.completed and res.pipeline_rps >= TARGET_RPS
+    return res
+
+
+def table(r: Results) -> str:
+    rows = [
+        ("reports (N)", f"{r.reports:,}  ({r.streams} streams, event times over {r.reports / TARGET_RPS:.0f}s)"),
+        ("database", r.database),
+        ("preload", f"{r.preload_s:.2f} s  ({r.preload_rps:,.0f} reports/s)"),
+        ("ceiling (bare consumer)", f"{r.ceiling_rps:,.0f} reports/s  ({r.ceiling_s:.2f} s)"),
+        ("pipeline", f"{r.pipeline_rps:,.0f} reports/s  ({r.pipeline_s:.2f} s)"
+                     + ("" if r.completed else "  INCOMPLETE (timed out)")),
+        ("  ingest consumed all", f"{r.ingest_done_s:.2f} s"),
+        ("  triage caught up", f"{r.triage_done_s:.2f} s"),
+        ("pipeline / ceiling", f"{r.ratio:.2f}"),
+        ("ingest consumed / published", f"{r.consumed:,} / {r.published:,}"),
+        ("duplicates dropped", f"{r.duplicates_dropped:,}  (generated {r.generated_duplicates:,})"),
+        ("DLQ", f"{r.dlq:,}  (generated malformed {r.generated_malformed:,}) {r.dlq_reasons}"),
+        ("triage consumed / late", f"{r.triaged:,} / {r.late:,}  ({r.windows_held:,} windows held)"),
+        ("signals", f"{r.signals:,}  {r.signals_by_kind}  (notifier consumed {r.notifier_signals:,})"),
+        ("incidents created", f"{r.incidents_created:,}  ({r.incidents_in_db:,} rows in db)"),
+        (f"target >= {TARGET_RPS:,.0f} reports/s", "MET" if r.target_met else "NOT MET"),
+    ]
+    w = max(len(k) for k, _ in rows)
+    line = "-" * (w + 50)
+    return "\n".join([line, *(f"{k:<{w}}  {v}" for k, v in rows), line])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reports", type=int, default=200_000, help="reports to preload (default 200000)")
+    p.add_argument("--streams", type=int, default=2000, help="distinct streams (default 2000)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds each measured phase may take (default max(120, N/500))")
+    p.add_argument("--json", action="store_true", help="print the results as JSON only")
+    p.add_argument("--profile", metavar="FILE", default=None,
+                   help="cProfile the pipeline phase into FILE (slows it down)")
+    args = p.parse_args(argv)
+    if args.reports < 1:
+        p.error("--reports must be positive")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    res = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps(asdict(res), indent=2))
+    else:
+        print(table(res))
+    return 0 if res.completed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
