@@ -37,6 +37,15 @@ async def _prepare(settings: Settings) -> None:
     await asyncio.to_thread(migrate, settings.require_database())
 
 
+async def reset_triage_state(settings: Settings) -> None:
+    from services.triage.state import TriageStore
+    from shared.db import open_engine
+
+    async with open_engine(settings) as engine:
+        for group in (settings.triage_group, settings.trend_group):
+            await TriageStore(engine, group).reset()
+
+
 async def cmd_up(settings: Settings) -> None:
     stop = asyncio.Event()
     _install_stop(stop)
@@ -53,6 +62,9 @@ async def cmd_up(settings: Settings) -> None:
             )
         settings = settings.model_copy(update=updates)
         await _prepare(settings)
+        if "kafka_bootstrap_servers" in updates:
+            # a fresh embedded broker starts empty: checkpointed offsets no longer apply
+            await reset_triage_state(settings)
         async with start_services(settings, ROLES, stop) as running:
             print(
                 f"livetriage is up\n"
@@ -71,8 +83,7 @@ async def cmd_up(settings: Settings) -> None:
 
 async def cmd_service(settings: Settings, role: str) -> None:
     settings.require_kafka()
-    if role in ("ingest", "notifier"):
-        settings.require_database()
+    settings.require_database()
     stop = asyncio.Event()
     _install_stop(stop)
     await wait_for_broker(settings)

@@ -76,7 +76,7 @@ async def start_services(
     async with AsyncExitStack() as stack:
         producer = await stack.enter_async_context(open_producer(settings))
         engine = None
-        if roles & {"ingest", "notifier"}:
+        if roles & {"ingest", "triage", "notifier"}:
             engine = await stack.enter_async_context(open_engine(settings))
             await wait_for_database(engine)
         if "ingest" in roles:
@@ -89,10 +89,13 @@ async def start_services(
                 )
             )
         if "triage" in roles:
+            assert engine is not None
             running.triage = TriageMetrics(registry)
             running.tasks.append(
                 asyncio.create_task(
-                    run_triage(settings, producer=producer, metrics=running.triage, stop=stop),
+                    run_triage(
+                        settings, producer=producer, engine=engine, metrics=running.triage, stop=stop
+                    ),
                     name="triage",
                 )
             )

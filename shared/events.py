@@ -90,7 +90,7 @@ class Factor(BaseModel):
     contribution: float
 
 
-SignalKind = Literal["spike", "critical_report", "resolve"]
+SignalKind = Literal["spike", "critical_report", "trend", "resolve"]
 
 
 class Signal(BaseModel):

@@ -95,6 +95,7 @@ def topics_of(settings: Settings) -> list[str]:
         settings.reports_topic,
         settings.clean_topic,
         settings.signals_topic,
+        settings.trends_topic,
         settings.dlq_topic,
         settings.clean_topic + ".dlq",
         settings.signals_topic + ".dlq",

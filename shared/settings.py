@@ -58,11 +58,30 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(2_000, ge=1)
     dedup_ttl_hours: float = Field(48.0, gt=0, description="How long a report_id is remembered.")
 
-    # --- triage (first cut; issue #4 replaces the fixed threshold)
-    window_size_s: int = Field(60, ge=1, description="Tumbling window size on reported_at.")
-    spike_threshold: int = Field(20, ge=1, description="Reports per window per stream+category.")
+    # --- triage: event-time hopping windows, learned baselines, spike test
+    trends_topic: str = Field("triage.trends", description="Repartition topic of trend tallies.")
+    trend_group: str = "livetriage-trends"
+    window_size_s: int = Field(60, ge=1, description="Sliding window size on reported_at.")
+    window_hop_s: int = Field(10, ge=1, description="Windows hop by this much (pane size).")
+    window_grace_s: int = Field(30, ge=0, description="Lateness allowed before a window closes.")
+    baseline_half_life_s: float = Field(3 * 3600.0, gt=0, description="EWMA half-life of baselines.")
+    spike_z_open: float = Field(5.0, gt=0, description="z-score that opens a spike.")
+    spike_ratio_open: float = Field(3.0, ge=1, description="Multiple of the baseline that opens one.")
+    spike_min_volume: int = Field(8, ge=1, description="Minimum effective reports per window.")
+    spike_min_reporters: int = Field(4, ge=1, description="Distinct reporters needed to open.")
+    spike_per_reporter_cap: int = Field(2, ge=1, description="Reports one reporter can add per window.")
+    spike_z_close: float = Field(2.0, ge=0, description="Below baseline + z_close sd is quiet.")
+    spike_close_after: int = Field(3, ge=1, description="Quiet windows in a row that end a spike.")
+    trend_min_volume: int = Field(40, ge=1, description="Minimum reports per window for a trend.")
+    key_idle_evict_s: int = Field(600, ge=60, description="Evict keys idle this long (event time).")
     critical_score: float = Field(0.9, ge=0, le=1, description="Single-report signal level.")
-    window_grace_s: int = Field(30, ge=0, description="How long a closed window accepts late reports.")
+    severity_thresholds: tuple[float, float, float] = Field(
+        (0.75, 0.5, 0.3), description="Score thresholds of SEV1, SEV2, SEV3."
+    )
+    checkpoint_interval_s: float = Field(2.0, gt=0, description="How often triage persists state.")
+    idle_flush_s: float = Field(
+        30.0, ge=0, description="Advance a silent partition's clock after this long (0 = never)."
+    )
 
     # --- notifier / API
     api_host: str = "127.0.0.1"

@@ -102,18 +102,20 @@ def make_settings(broker: str, database_url: str, **overrides: object) -> Settin
         "reports_topic": f"live.reports.{tag}",
         "clean_topic": f"triage.reports.{tag}",
         "signals_topic": f"triage.signals.{tag}",
+        "trends_topic": f"triage.trends.{tag}",
         "dlq_topic": f"live.reports.dlq.{tag}",
         "ingest_group": f"ingest-{tag}",
         "triage_group": f"triage-{tag}",
         "notifier_group": f"notifier-{tag}",
+        "trend_group": f"trends-{tag}",
         "topic_partitions": 3,
         # tansu makes a joining member wait about half the session timeout
         "session_timeout_ms": 2000,
         "heartbeat_interval_ms": 200,
         "poll_timeout_ms": 100,
         "api_port": 0,
-        "spike_threshold": 10,
-        "window_size_s": 60,
+        "checkpoint_interval_s": 0.2,
+        "idle_flush_s": 0,  # tests drive event time themselves
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

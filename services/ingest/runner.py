@@ -70,6 +70,8 @@ class Ingester:
                     canonical_json(rep),
                     key=rep.stream_id.encode(),
                     timestamp_ms=int(rep.reported_at.timestamp() * 1000),
+                    # where it came from: lets triage recognise a republished record
+                    headers=[("lt.src", f"{rec.partition}:{rec.offset}".encode())],
                 )
             )
         for rec, rej in rejected:

@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class TriageMetrics:
-    """What triage consumed, what it raised, and what arrived too late to count."""
+    """What triage consumed, raised, held in memory, and found too late to count."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.consumed = Counter(
-            "livetriage_triage_reports_consumed", "Clean reports consumed.", registry=registry
+            "livetriage_triage_records_consumed", "Records consumed.", ["stage"], registry=registry
         )
         self.invalid = Counter(
             "livetriage_triage_reports_invalid", "Clean-topic records triage could not read.",
             registry=registry,
         )
         self.late = Counter(
-            "livetriage_triage_reports_late", "Reports later than the grace period.", registry=registry
+            "livetriage_triage_reports_late", "Reports later than the grace period (not counted).",
+            ["stage"], registry=registry,
+        )
+        self.replayed = Counter(
+            "livetriage_triage_records_replayed", "Re-published records recognised and skipped.",
+            ["stage"], registry=registry,
         )
         self.signals = Counter(
             "livetriage_triage_signals", "Signals emitted.", ["kind"], registry=registry
         )
-        self.windows = Gauge(
-            "livetriage_triage_windows_held", "Open windows held in memory.", registry=registry
+        self.keys = Gauge(
+            "livetriage_triage_keys_held", "Keys held in memory.", ["stage"], registry=registry
+        )
+        self.checkpoint_seconds = Histogram(
+            "livetriage_triage_checkpoint_seconds", "Time to persist a checkpoint.", ["stage"],
+            registry=registry,
+        )
+        self.rewinds = Counter(
+            "livetriage_triage_rewinds", "Times state was reloaded from the last checkpoint.",
+            ["stage"], registry=registry,
         )

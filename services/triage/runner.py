@@ -1,92 +1,419 @@
-"""The triage service: consume clean reports, decide, publish signals, then commit."""
+"""The triage service: two partitioned stages with state checkpointed to Postgres.
+
+- ``streams`` consumes ``triage.reports``: per-(stream, category) spikes and critical reports;
+  it pre-aggregates trend tallies and publishes them to ``triage.trends`` (repartition).
+- ``trends`` consumes ``triage.trends``: platform-wide spikes per category and region.
+
+Exactly-once state without Kafka transactions: a partition's task state and the offset it is
+valid at are saved together in one Postgres transaction (a checkpoint). On assignment a task
+is restored from its checkpoint and the consumer seeks to that offset, so a restart or
+rebalance replays exactly what the state has not seen. Signals are produced before the
+checkpoint; replays re-produce them with the same deterministic ids, which the notifier
+applies once. Trend outboxes are published after the checkpoint commits (an outbox in the
+checkpoint row), numbered per source partition so the trend stage applies each once.
+On any failure the runner rewinds: it reloads every task from its checkpoint.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.partitioner import murmur2
+from aiokafka.structs import OffsetAndMetadata
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.triage.detector import DetectorConfig
 from services.triage.metrics import TriageMetrics
-from services.triage.spikes import Detector, DetectorConfig
-from shared.kafka import Record, consume_batches, dlq_headers, open_consumer
+from services.triage.scoring import ScoringConfig
+from services.triage.state import Checkpoint, TriageStore
+from services.triage.streams import StreamTask
+from services.triage.trends import TrendTask
+from shared.errors import retryable_types
+from shared.events import Signal
+from shared.kafka import Record, backoff_s, dlq_headers, header, open_consumer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+SRC_HEADER = "lt.src"
 
 
-def detector_config(settings: Settings) -> DetectorConfig:
+def detector_config(s: Settings) -> DetectorConfig:
     return DetectorConfig(
-        window_size_s=settings.window_size_s,
-        grace_s=settings.window_grace_s,
-        spike_threshold=settings.spike_threshold,
-        critical_score=settings.critical_score,
+        window_s=s.window_size_s,
+        hop_s=s.window_hop_s,
+        grace_s=s.window_grace_s,
+        half_life_s=s.baseline_half_life_s,
+        z_open=s.spike_z_open,
+        ratio_open=s.spike_ratio_open,
+        min_volume=s.spike_min_volume,
+        min_reporters=s.spike_min_reporters,
+        per_reporter_cap=s.spike_per_reporter_cap,
+        z_close=s.spike_z_close,
+        close_after=s.spike_close_after,
+        idle_evict_s=s.key_idle_evict_s,
+        trend_min_volume=s.trend_min_volume,
+        scoring=ScoringConfig(critical_score=s.critical_score, severity_thresholds=s.severity_thresholds),
     )
 
 
-class Triager:
-    """Handles one batch of clean reports."""
+class Stage(Protocol):
+    """What differs between the streams and trends stages."""
 
-    def __init__(
-        self, settings: Settings, producer: AIOKafkaProducer, detector: Detector, metrics: TriageMetrics
-    ) -> None:
-        self._s = settings
-        self._producer = producer
-        self._detector = detector
-        self._m = metrics
+    name: str
+    topic: str
+    group_id: str
 
-    async def handle(self, records: list[Record]) -> None:
-        futures = []
-        late_before = self._detector.late_reports
+    def new(self, partition: int) -> Any: ...
+    async def apply(self, task: Any, records: list[Record]) -> list[Signal]: ...
+    def take_outbox(self, task: Any) -> dict[str, Any] | None: ...
+    async def publish(self, outboxes: list[dict[str, Any]]) -> None: ...
+
+
+class StreamsStage:
+    """Clean reports -> per-stream signals, plus trend outboxes."""
+
+    name = "streams"
+
+    def __init__(self, s: Settings, cfg: DetectorConfig, store: TriageStore, producer: AIOKafkaProducer,
+                 metrics: TriageMetrics) -> None:
+        self.s, self.cfg, self.store, self.producer, self.m = s, cfg, store, producer, metrics
+        self.topic = s.clean_topic
+        self.group_id = s.triage_group
+        self._trend_parts: int | None = None
+
+    def new(self, partition: int) -> StreamTask:
+        return StreamTask(self.cfg, partition)
+
+    async def apply(self, task: StreamTask, records: list[Record]) -> list[Signal]:
+        parsed: list[tuple[dict[str, Any], int, tuple[int, int] | None]] = []
         for rec in records:
             try:
-                report = orjson.loads(rec.value)  # type: ignore[arg-type]
-                signals = self._detector.process(rec.partition, report)
+                rep = orjson.loads(rec.value)  # type: ignore[arg-type]
+                rep["stream_id"], rep["category"], rep["report_id"]  # noqa: B018  (required keys)
+                ts = rec.timestamp if rec.timestamp_type == 0 else _event_ms(rep["reported_at"])
+                src_h = header(rec, SRC_HEADER)
+                src = None
+                if src_h is not None:
+                    sp, so = src_h.split(b":")
+                    src = (int(sp), int(so))
+                parsed.append((rep, ts, src))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                # ingest only publishes valid reports; anything else is a bug upstream
-                self._m.invalid.inc()
-                futures.append(
-                    await self._producer.send(
-                        self._s.clean_topic + ".dlq",
-                        rec.value,
-                        key=rec.key,
-                        headers=dlq_headers(rec, "unreadable_clean_report", repr(exc)),
-                    )
-                )
+                self.m.invalid.inc()
+                await (await self.producer.send(
+                    self.s.clean_topic + ".dlq", rec.value, key=rec.key,
+                    headers=dlq_headers(rec, "unreadable_clean_report", repr(exc)[:300]),
+                ))
+        missing = {StreamTask.key_of(r) for r, _, _ in parsed if task.missing(StreamTask.key_of(r))}
+        stored = await self.store.baselines(missing) if missing else {}
+        out: list[Signal] = []
+        late, replayed = task.late, task.replayed
+        for rep, ts, src in parsed:
+            out.extend(task.process(rep, ts, src, stored.get((rep["stream_id"], rep["category"]))))
+        self.m.late.labels(self.name).inc(task.late - late)
+        self.m.replayed.labels(self.name).inc(task.replayed - replayed)
+        return out
+
+    def take_outbox(self, task: StreamTask) -> dict[str, Any]:
+        return task.take_trend_outbox()
+
+    async def publish(self, outboxes: list[dict[str, Any]]) -> None:
+        if not outboxes:
+            return
+        if self._trend_parts is None:
+            self._trend_parts = len(await self.producer.partitions_for(self.s.trends_topic))
+        n = self._trend_parts
+        futures = []
+        for ob in outboxes:
+            by_part: list[list[Any]] = [[] for _ in range(n)]
+            for item in ob["items"]:
+                key = "\x1f".join(item[0]).encode()
+                by_part[(murmur2(key) & 0x7FFFFFFF) % n].append(item)
+            for p in range(n):  # every partition hears the watermark, data or not
+                value = orjson.dumps({**ob, "items": by_part[p]})
+                futures.append(await self.producer.send(self.s.trends_topic, value, partition=p))
+        await asyncio.gather(*futures)
+
+
+class TrendsStage:
+    """Trend tallies from every stream partition -> platform-wide signals."""
+
+    name = "trends"
+
+    def __init__(self, s: Settings, cfg: DetectorConfig, store: TriageStore, metrics: TriageMetrics) -> None:
+        self.cfg, self.store, self.m = cfg, store, metrics
+        self.topic = s.trends_topic
+        self.group_id = s.trend_group
+
+    def new(self, partition: int) -> TrendTask:
+        return TrendTask(self.cfg, partition)
+
+    async def apply(self, task: TrendTask, records: list[Record]) -> list[Signal]:
+        out: list[Signal] = []
+        late, replayed = task.late, task.replayed
+        for rec in records:
+            try:
+                outbox = orjson.loads(rec.value)  # type: ignore[arg-type]
+                keys = task.keys_of(outbox)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                self.m.invalid.inc()  # written only by triage itself: log-worthy, never fatal
+                log.error("unreadable trend record at %s:%s", rec.partition, rec.offset)
                 continue
+            missing = [k for k in keys if task.missing(k)]
+            stored = await self.store.baselines(missing) if missing else {}
+            out.extend(task.process(outbox, stored))
+        self.m.late.labels(self.name).inc(task.late - late)
+        self.m.replayed.labels(self.name).inc(task.replayed - replayed)
+        return out
+
+    def take_outbox(self, task: TrendTask) -> None:
+        return None
+
+    async def publish(self, outboxes: list[dict[str, Any]]) -> None:
+        return None
+
+
+def _event_ms(reported_at: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(reported_at).timestamp() * 1000)
+
+
+class PartitionedRunner:
+    """Consume -> apply -> produce signals -> checkpoint, for one stage, with rebalances."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stage: Stage,
+        store: TriageStore,
+        producer: AIOKafkaProducer,
+        metrics: TriageMetrics,
+        *,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.s = settings
+        self.stage = stage
+        self.store = store
+        self.producer = producer
+        self.m = metrics
+        self.wall_ms = wall_ms
+        self.lock = asyncio.Lock()
+        self.tasks: dict[int, Any] = {}
+        self.next_offsets: dict[int, int] = {}
+        self.pending: set[int] = set()  # assigned, not yet restored
+        self.dirty: set[int] = set()
+        self.last_input: dict[int, float] = {}
+        self.last_checkpoint = time.monotonic()
+        self.consumer: AIOKafkaConsumer | None = None
+        self._retryable = retryable_types()
+
+    # ---- rebalance ----------------------------------------------------------------------
+
+    def listener(self) -> ConsumerRebalanceListener:
+        runner = self
+
+        class Listener(ConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+                async with runner.lock:
+                    mine = [tp.partition for tp in revoked if tp.topic == runner.stage.topic]
+                    try:
+                        await asyncio.wait_for(runner.checkpoint(mine, force=True), timeout=10)
+                    except Exception as exc:  # the next owner replays from the last checkpoint
+                        log.warning("%s: checkpoint on revoke failed: %r", runner.stage.name, exc)
+                    for p in mine:
+                        runner._drop(p)
+
+            async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+                mine = {tp.partition for tp in assigned if tp.topic == runner.stage.topic}
+                new = mine - set(runner.tasks)
+                runner.pending |= new
+                if new and runner.consumer is not None:
+                    runner.consumer.pause(*[TopicPartition(runner.stage.topic, p) for p in new])
+
+        return Listener()
+
+    def _drop(self, p: int) -> None:
+        self.tasks.pop(p, None)
+        self.next_offsets.pop(p, None)
+        self.dirty.discard(p)
+        self.pending.discard(p)
+        self.last_input.pop(p, None)
+
+    async def restore_pending(self) -> None:
+        assert self.consumer is not None
+        parts = sorted(self.pending)
+        cps = await self.store.load(self.stage.topic, parts)
+        outboxes = []
+        for p in parts:
+            task = self.stage.new(p)
+            tp = TopicPartition(self.stage.topic, p)
+            cp = cps.get(p)
+            if cp is not None:
+                task.load(cp.snapshot)
+                self.consumer.seek(tp, cp.next_offset)
+                self.next_offsets[p] = cp.next_offset
+                if cp.outbox is not None:
+                    outboxes.append(cp.outbox)  # may not have been published before a crash
+            else:
+                await self.consumer.seek_to_beginning(tp)
+                self.next_offsets[p] = 0
+            self.tasks[p] = task
+            self.last_input[p] = time.monotonic()
+        await self.stage.publish(outboxes)
+        self.consumer.resume(*[TopicPartition(self.stage.topic, p) for p in parts])
+        self.pending.difference_update(parts)
+        log.info("%s: restored partitions %s (%d from checkpoints)", self.stage.name, parts, len(cps))
+
+    async def rewind(self) -> None:
+        """Forget in-memory state; every owned partition is restored from its checkpoint."""
+        assert self.consumer is not None
+        self.m.rewinds.labels(self.stage.name).inc()
+        owned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.stage.topic}
+        for p in list(self.tasks):
+            self._drop(p)
+        self.pending = owned
+        if owned:
+            self.consumer.pause(*[TopicPartition(self.stage.topic, p) for p in owned])
+
+    # ---- work ---------------------------------------------------------------------------
+
+    async def checkpoint(self, parts: list[int], *, force: bool = False) -> None:
+        parts = [p for p in parts if p in self.tasks and (force or p in self.dirty)]
+        if not parts:
+            return
+        started = time.perf_counter()
+        cps: dict[int, Checkpoint] = {}
+        evicted: dict[tuple[str, ...], tuple[float, float, int, int]] = {}
+        outboxes = []
+        for p in parts:
+            task = self.tasks[p]
+            ob = self.stage.take_outbox(task)
+            if ob is not None:
+                outboxes.append(ob)
+            evicted.update(task.detector.take_evicted())
+            cps[p] = Checkpoint(self.next_offsets[p], task.dump(), ob)
+        await self.store.save(self.stage.topic, cps, evicted)
+        await self.stage.publish(outboxes)
+        self.dirty.difference_update(parts)
+        self.last_checkpoint = time.monotonic()
+        if self.consumer is not None:  # for lag monitoring only; the checkpoint is the truth
+            owned = self.consumer.assignment()
+            offsets = {
+                TopicPartition(self.stage.topic, p): OffsetAndMetadata(self.next_offsets[p], "")
+                for p in parts
+                if TopicPartition(self.stage.topic, p) in owned
+            }
+            try:
+                if offsets:
+                    await self.consumer.commit(offsets)
+            except Exception as exc:  # noqa: BLE001  (a lagging commit is harmless here)
+                log.debug("offset commit skipped: %r", exc)
+        self.m.checkpoint_seconds.labels(self.stage.name).observe(time.perf_counter() - started)
+
+    async def step(self, batch: dict[TopicPartition, list[Record]]) -> None:
+        signals: list[Signal] = []
+        now = time.monotonic()
+        for tp, recs in batch.items():
+            p = tp.partition
+            task = self.tasks.get(p)
+            if task is None or p in self.pending:
+                continue  # revoked or not yet restored: the owner will read it
+            recs = [r for r in recs if r.offset >= self.next_offsets[p]]
+            if not recs:
+                continue
+            signals.extend(await self.stage.apply(task, recs))
+            self.next_offsets[p] = recs[-1].offset + 1
+            self.dirty.add(p)
+            self.last_input[p] = now
+            self.m.consumed.labels(self.stage.name).inc(len(recs))
+        if self.s.idle_flush_s > 0 and isinstance(self.stage, StreamsStage):
+            signals.extend(self._flush_idle(now))
+        if signals:
+            futures = []
             for sig in signals:
-                self._m.signals.labels(sig.kind).inc()
-                futures.append(
-                    await self._producer.send(
-                        self._s.signals_topic,
-                        sig.model_dump_json().encode(),
-                        key=sig.dedup_key.encode(),
-                    )
-                )
-        if futures:
+                self.m.signals.labels(sig.kind).inc()
+                futures.append(await self.producer.send(
+                    self.s.signals_topic, sig.model_dump_json().encode(), key=sig.dedup_key.encode()
+                ))
             await asyncio.gather(*futures)
-        self._m.consumed.inc(len(records))
-        self._m.late.inc(self._detector.late_reports - late_before)
-        self._m.windows.set(self._detector.windows_held())
+        if self.dirty and now - self.last_checkpoint >= self.s.checkpoint_interval_s:
+            await self.checkpoint(sorted(self.dirty))
+        self.m.keys.labels(self.stage.name).set(sum(len(t.detector.keys) for t in self.tasks.values()))
+
+    def _flush_idle(self, now: float) -> list[Signal]:
+        """A partition silent for idle_flush_s moves its clock on, at most as fast as the wall
+        clock, so spikes on it can end. The only place the wall clock touches detection."""
+        out: list[Signal] = []
+        for p, task in self.tasks.items():
+            if task.max_event_ms is None or now - self.last_input.get(p, now) < self.s.idle_flush_s:
+                continue
+            target = min(self.wall_ms(), task.max_event_ms + int(self.s.idle_flush_s * 1000))
+            out.extend(task.advance(target))
+            self.last_input[p] = now
+            self.dirty.add(p)
+        return out
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with open_consumer(
+            self.s, [self.stage.topic], self.stage.group_id, listener=self.listener()
+        ) as consumer:
+            self.consumer = consumer
+            log.info("triage %s consuming %s", self.stage.name, self.stage.topic)
+            attempt = 0
+            while not stop.is_set():
+                try:
+                    if self.pending:
+                        async with self.lock:
+                            await self.restore_pending()
+                    batch = await consumer.getmany(
+                        timeout_ms=self.s.poll_timeout_ms, max_records=self.s.batch_max_records
+                    )
+                    async with self.lock:
+                        await self.step(batch)
+                    attempt = 0
+                except self._retryable as exc:
+                    delay = backoff_s(attempt)
+                    attempt += 1
+                    log.warning("triage %s failed (%r); rewinding, retry in %.2fs", self.stage.name, exc, delay)
+                    async with self.lock:
+                        await self.rewind()
+                    try:
+                        await asyncio.wait_for(stop.wait(), timeout=delay)
+                    except TimeoutError:
+                        pass
+            # graceful stop: persist what we have (revoke is not called before stop)
+            async with self.lock:
+                try:
+                    await self.checkpoint(sorted(self.tasks), force=True)
+                except self._retryable as exc:
+                    log.warning("final checkpoint failed, will replay: %r", exc)
+        self.consumer = None
+        log.info("triage %s stopped", self.stage.name)
 
 
 async def run_triage(
     settings: Settings,
     *,
     producer: AIOKafkaProducer,
+    engine: AsyncEngine,
     metrics: TriageMetrics,
     stop: asyncio.Event,
 ) -> None:
-    """Run the triage consumer until ``stop`` is set."""
-    triager = Triager(settings, producer, Detector(detector_config(settings)), metrics)
-    async with open_consumer(settings, [settings.clean_topic], settings.triage_group) as consumer:
-        log.info("triage consuming %s", settings.clean_topic)
-        await consume_batches(
-            consumer,
-            triager.handle,
-            stop,
-            max_records=settings.batch_max_records,
-            poll_timeout_ms=settings.poll_timeout_ms,
-        )
-    log.info("triage stopped")
+    """Run both triage stages until ``stop`` is set."""
+    cfg = detector_config(settings)
+    streams_store = TriageStore(engine, settings.triage_group)
+    trends_store = TriageStore(engine, settings.trend_group)
+    runners = [
+        PartitionedRunner(settings, StreamsStage(settings, cfg, streams_store, producer, metrics),
+                          streams_store, producer, metrics),
+        PartitionedRunner(settings, TrendsStage(settings, cfg, trends_store, metrics),
+                          trends_store, producer, metrics),
+    ]
+    await asyncio.gather(*(r.run(stop) for r in runners))

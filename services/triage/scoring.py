@@ -1,17 +1,23 @@
-"""Severity scoring: a report's score from named factors, and score -> severity tier.
+"""Severity scoring from named factors, and score -> severity tier. Pure and deterministic.
 
-Pure and deterministic. Each factor is returned with its contribution so a signal can say
-why it fired. Issue #4 adds reporter diversity and configurable weights.
+Every factor comes back with its contribution, so a signal can say why it fired:
+
+- report score = category weight x (0.5 + 0.5 source trust) x (0.5 + 0.5 reach)
+- spike score  = category weight x magnitude x diversity x (0.5 + 0.5 reach)
+
+Source trust: moderator 1.0 > classifier (0.5 + 0.5 classifier_score) > user 0.3. Reach is
+logarithmic in viewer_count, 1.0 at ``reach_full_viewers``. Diversity rewards many distinct
+reporters over one reporter filing many reports.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.events import Factor, Severity
 
-CATEGORY_WEIGHT: dict[str, float] = {
+DEFAULT_CATEGORY_WEIGHT: dict[str, float] = {
     "child_safety": 1.0,
     "violent_extremism": 1.0,
     "self_harm": 0.9,
@@ -24,13 +30,26 @@ CATEGORY_WEIGHT: dict[str, float] = {
     "other": 0.2,
     "spam": 0.1,
 }
+# kept for callers that only need the defaults
+CATEGORY_WEIGHT = DEFAULT_CATEGORY_WEIGHT
 
-SOURCE_TRUST_USER = 0.3
-SOURCE_TRUST_MODERATOR = 1.0
-REACH_FULL_VIEWERS = 1_000_000  # a stream this large gets the whole reach factor
 
-# score thresholds of SEV1, SEV2, SEV3; below the last is SEV4
-SEVERITY_THRESHOLDS: tuple[float, float, float] = (0.85, 0.6, 0.35)
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Weights and tiers; every field can be set through Settings."""
+
+    category_weight: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CATEGORY_WEIGHT))
+    trust_user: float = 0.3
+    trust_moderator: float = 1.0
+    reach_full_viewers: int = 1_000_000
+    # score thresholds of SEV1, SEV2, SEV3; below the last is SEV4
+    severity_thresholds: tuple[float, float, float] = (0.75, 0.5, 0.3)
+    critical_score: float = 0.9
+    magnitude_full_ratio: float = 50.0  # a spike this many times its baseline has magnitude 1
+    diversity_full_reporters: int = 16
+
+    def weight(self, category: str) -> float:
+        return self.category_weight.get(category, self.category_weight.get("other", 0.2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,42 +60,76 @@ class Scored:
     factors: tuple[Factor, ...]
 
 
-def source_trust(source: str, classifier_score: float | None) -> float:
+def source_trust(source: str, classifier_score: float | None, cfg: ScoringConfig | None = None) -> float:
+    cfg = cfg or _DEFAULT
     if source == "moderator":
-        return SOURCE_TRUST_MODERATOR
+        return cfg.trust_moderator
     if source == "classifier":
         return 0.5 + 0.5 * (classifier_score if classifier_score is not None else 0.0)
-    return SOURCE_TRUST_USER
+    return cfg.trust_user
 
 
-def reach(viewer_count: int | None) -> float:
-    """0 for no audience, 1 for a million viewers or more, logarithmic in between."""
+def reach(viewer_count: int | None, full: int = 1_000_000) -> float:
+    """0 for no audience, 1 for ``full`` viewers or more, logarithmic in between."""
     if not viewer_count or viewer_count <= 0:
         return 0.0
-    return min(1.0, math.log10(1 + viewer_count) / math.log10(1 + REACH_FULL_VIEWERS))
+    return min(1.0, math.log10(1 + viewer_count) / math.log10(1 + full))
 
 
 def score_report(
-    category: str, source: str, viewer_count: int | None, classifier_score: float | None
+    category: str,
+    source: str,
+    viewer_count: int | None,
+    classifier_score: float | None,
+    cfg: ScoringConfig | None = None,
 ) -> Scored:
-    """score = category weight x (0.5 + 0.5 trust) x (0.5 + 0.5 reach)."""
-    w = CATEGORY_WEIGHT.get(category, CATEGORY_WEIGHT["other"])
-    t = source_trust(source, classifier_score)
-    r = reach(viewer_count)
-    trust_mult = 0.5 + 0.5 * t
-    reach_mult = 0.5 + 0.5 * r
-    s = w * trust_mult * reach_mult
+    cfg = cfg or _DEFAULT
+    w = cfg.weight(category)
+    trust_mult = 0.5 + 0.5 * source_trust(source, classifier_score, cfg)
+    reach_mult = 0.5 + 0.5 * reach(viewer_count, cfg.reach_full_viewers)
     return Scored(
-        score=s,
+        score=w * trust_mult * reach_mult,
         factors=(
-            Factor(name="category_weight", value=category, contribution=w),
-            Factor(name="source_trust", value=source, contribution=trust_mult),
-            Factor(name="reach", value=float(viewer_count or 0), contribution=reach_mult),
+            Factor(name="category_weight", value=category, contribution=round(w, 4)),
+            Factor(name="source_trust", value=source, contribution=round(trust_mult, 4)),
+            Factor(name="reach", value=float(viewer_count or 0), contribution=round(reach_mult, 4)),
         ),
     )
 
 
-def severity_for(score: float, thresholds: tuple[float, float, float] = SEVERITY_THRESHOLDS) -> Severity:
+def user_can_be_critical(cfg: ScoringConfig) -> bool:
+    """Whether any user report could reach the critical score (with defaults it cannot,
+    so the hot path skips scoring user reports)."""
+    return max(cfg.category_weight.values()) * (0.5 + 0.5 * cfg.trust_user) >= cfg.critical_score
+
+
+def score_spike(
+    category: str,
+    *,
+    effective: float,
+    baseline_mean: float,
+    distinct: int,
+    viewers: int,
+    cfg: ScoringConfig | None = None,
+) -> Scored:
+    cfg = cfg or _DEFAULT
+    w = cfg.weight(category)
+    ratio = effective / max(baseline_mean, 0.1)
+    magnitude = 0.5 + 0.5 * min(1.0, max(0.0, math.log(max(ratio, 1.0)) / math.log(cfg.magnitude_full_ratio)))
+    diversity = 0.5 + 0.5 * min(1.0, distinct / cfg.diversity_full_reporters)
+    reach_mult = 0.5 + 0.5 * reach(viewers, cfg.reach_full_viewers)
+    return Scored(
+        score=w * magnitude * diversity * reach_mult,
+        factors=(
+            Factor(name="category_weight", value=category, contribution=round(w, 4)),
+            Factor(name="magnitude", value=round(ratio, 2), contribution=round(magnitude, 4)),
+            Factor(name="reporter_diversity", value=float(distinct), contribution=round(diversity, 4)),
+            Factor(name="reach", value=float(viewers), contribution=round(reach_mult, 4)),
+        ),
+    )
+
+
+def severity_for(score: float, thresholds: tuple[float, float, float] = (0.75, 0.5, 0.3)) -> Severity:
     if score >= thresholds[0]:
         return Severity.SEV1
     if score >= thresholds[1]:
@@ -84,3 +137,6 @@ def severity_for(score: float, thresholds: tuple[float, float, float] = SEVERITY
     if score >= thresholds[2]:
         return Severity.SEV3
     return Severity.SEV4
+
+
+_DEFAULT = ScoringConfig()

@@ -1,0 +1,137 @@
+"""Triage state in Postgres: checkpoints (task snapshot + next offset + outbox) and baselines.
+
+A checkpoint row is written in one transaction with the baselines evicted since the last
+one, so what is on disk is always a state that some prefix of the partition produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.triage.detector import BaselineRow
+
+SEP = "\x1f"  # joins the parts of a key; never in a stream id or category
+
+
+def key_text(key: tuple[str, ...]) -> str:
+    return SEP.join(key)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A partition's persisted state."""
+
+    next_offset: int
+    snapshot: dict[str, Any]
+    outbox: dict[str, Any] | None
+
+
+_UPSERT_CHECKPOINT = text(
+    """
+    INSERT INTO triage_checkpoints (group_id, topic, partition, next_offset, snapshot, outbox, updated_at)
+    VALUES (:g, :t, :p, :o, :s, :x, now())
+    ON CONFLICT (group_id, topic, partition) DO UPDATE
+    SET next_offset = EXCLUDED.next_offset, snapshot = EXCLUDED.snapshot,
+        outbox = EXCLUDED.outbox, updated_at = now()
+    """
+)
+_UPSERT_BASELINES = text(
+    """
+    INSERT INTO triage_baselines (group_id, key, mean, var, n, closed_ms)
+    SELECT :g, k, m, v, n, c
+    FROM unnest(CAST(:keys AS text[]), CAST(:means AS float8[]), CAST(:vars AS float8[]),
+                CAST(:ns AS int[]), CAST(:closed AS bigint[])) AS t(k, m, v, n, c)
+    ON CONFLICT (group_id, key) DO UPDATE
+    SET mean = EXCLUDED.mean, var = EXCLUDED.var, n = EXCLUDED.n, closed_ms = EXCLUDED.closed_ms
+    """
+)
+
+
+class TriageStore:
+    """Reads and writes triage state for one consumer group."""
+
+    def __init__(self, engine: AsyncEngine, group_id: str) -> None:
+        self._engine = engine
+        self._group = group_id
+
+    async def load(self, topic: str, partitions: Iterable[int]) -> dict[int, Checkpoint]:
+        parts = list(partitions)
+        if not parts:
+            return {}
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT partition, next_offset, snapshot, outbox FROM triage_checkpoints "
+                    "WHERE group_id = :g AND topic = :t AND partition = ANY(CAST(:ps AS int[]))"
+                ),
+                {"g": self._group, "t": topic, "ps": parts},
+            )
+            return {
+                p: Checkpoint(o, orjson.loads(s), orjson.loads(x) if x is not None else None)
+                for p, o, s, x in rows
+            }
+
+    async def save(
+        self,
+        topic: str,
+        checkpoints: Mapping[int, Checkpoint],
+        evicted: Mapping[tuple[str, ...], BaselineRow],
+    ) -> None:
+        async with self._engine.begin() as conn:
+            if evicted:
+                keys = list(evicted)
+                await conn.execute(
+                    _UPSERT_BASELINES,
+                    {
+                        "g": self._group,
+                        "keys": [key_text(k) for k in keys],
+                        "means": [evicted[k][0] for k in keys],
+                        "vars": [evicted[k][1] for k in keys],
+                        "ns": [evicted[k][2] for k in keys],
+                        "closed": [evicted[k][3] for k in keys],
+                    },
+                )
+            for p, cp in checkpoints.items():
+                await conn.execute(
+                    _UPSERT_CHECKPOINT,
+                    {
+                        "g": self._group, "t": topic, "p": p, "o": cp.next_offset,
+                        "s": orjson.dumps(cp.snapshot),
+                        "x": orjson.dumps(cp.outbox) if cp.outbox is not None else None,
+                    },
+                )
+
+    async def baselines(self, keys: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], BaselineRow]:
+        wanted = {key_text(k): k for k in keys}
+        if not wanted:
+            return {}
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT key, mean, var, n, closed_ms FROM triage_baselines "
+                    "WHERE group_id = :g AND key = ANY(CAST(:ks AS text[]))"
+                ),
+                {"g": self._group, "ks": list(wanted)},
+            )
+            return {wanted[k]: (m, v, n, c) for k, m, v, n, c in rows}
+
+    async def forget(self, older_than_ms: int) -> int:
+        """Drop baselines of keys silent since ``older_than_ms`` (event time)."""
+        async with self._engine.begin() as conn:
+            res = await conn.execute(
+                text("DELETE FROM triage_baselines WHERE group_id = :g AND closed_ms < :c"),
+                {"g": self._group, "c": older_than_ms},
+            )
+            return res.rowcount or 0
+
+    async def reset(self) -> None:
+        """Forget everything of this group (a fresh embedded broker has no offsets to match)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(text("DELETE FROM triage_checkpoints WHERE group_id = :g"), {"g": self._group})
+            await conn.execute(text("DELETE FROM triage_baselines WHERE group_id = :g"), {"g": self._group})

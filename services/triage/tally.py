@@ -1,0 +1,86 @@
+"""Per-pane report tallies that resist brigading, with bounded memory. Pure.
+
+A ``Tally`` counts reports and tracks up to ``CAP`` distinct reporters (as stable 32-bit
+hashes) with their report counts. Past ``CAP`` distinct reporters it is ``overflow``: a
+crowd, not a handful of accounts. Tallies merge exactly (the union is recomputed, and
+overflow propagates), so the same reports give the same tally in any order and on any
+instance.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+
+CAP = 16  # distinct reporters tracked per pane; beyond this a pane is "a crowd"
+
+
+def reporter_hash(reporter: str) -> int:
+    """Stable across processes (unlike hash()), so state can be checkpointed and restored."""
+    return zlib.crc32(reporter.encode())
+
+
+class Tally:
+    """Reports in one pane of one key, and who filed them (bounded)."""
+
+    __slots__ = ("count", "reporters", "overflow")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.reporters: dict[int, int] = {}
+        self.overflow = False
+
+    def add(self, reporter: int) -> None:
+        self.count += 1
+        reps = self.reporters
+        n = reps.get(reporter)
+        if n is not None:
+            reps[reporter] = n + 1
+        elif len(reps) < CAP:
+            reps[reporter] = 1
+        else:
+            self.overflow = True
+
+    def merge(self, count: int, reporters: Iterable[tuple[int, int]], overflow: bool) -> None:
+        self.count += count
+        reps = self.reporters
+        for r, n in reporters:
+            if r in reps:
+                reps[r] += n
+            elif len(reps) < CAP:
+                reps[r] = n
+            else:
+                overflow = True
+        self.overflow = self.overflow or overflow
+
+    def dump(self) -> tuple[int, list[tuple[int, int]], bool]:
+        return self.count, sorted(self.reporters.items()), self.overflow
+
+    @classmethod
+    def load(cls, data: tuple[int, list[tuple[int, int]], bool]) -> Tally:
+        t = cls()
+        t.count, reps, t.overflow = data
+        t.reporters = dict((int(r), int(n)) for r, n in reps)
+        return t
+
+
+def window_stats(tallies: Iterable[Tally], per_reporter_cap: int) -> tuple[int, int, int]:
+    """(raw count, distinct reporters, effective count) over the panes of one window.
+
+    Effective count lets each reporter count at most ``per_reporter_cap`` times, so one
+    account filing a hundred reports counts as ``per_reporter_cap``. For a crowd (overflow)
+    distinct is reported as ``CAP + 1`` and only the excess of the tracked heavy reporters
+    is taken off.
+    """
+    raw = 0
+    merged: dict[int, int] = {}
+    overflow = False
+    for t in tallies:
+        raw += t.count
+        overflow = overflow or t.overflow
+        for r, n in t.reporters.items():
+            merged[r] = merged.get(r, 0) + n
+    excess = sum(n - per_reporter_cap for n in merged.values() if n > per_reporter_cap)
+    if overflow or len(merged) > CAP:
+        return raw, CAP + 1, raw - excess
+    return raw, len(merged), raw - excess
