@@ -14,6 +14,7 @@ import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -84,13 +85,22 @@ async def _admin(url: str, sql: str) -> None:
         await conn.close()
 
 
+@asynccontextmanager
+async def scratch_database(pg_admin_url: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database (a copy of the template), dropped afterwards."""
+    name = f"lt_test_{uuid.uuid4().hex[:10]}"
+    await _admin(pg_admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    try:
+        yield with_database(pg_admin_url, name)
+    finally:
+        await _admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest_asyncio.fixture
 async def database_url(pg_admin_url: str, template_db: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test."""
-    name = f"lt_test_{uuid.uuid4().hex[:10]}"
-    await _admin(pg_admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    yield with_database(pg_admin_url, name)
-    await _admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with scratch_database(pg_admin_url, template_db) as url:
+        yield url
 
 
 def make_settings(broker: str, database_url: str, **overrides: object) -> Settings:

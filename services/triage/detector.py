@@ -283,8 +283,13 @@ class KeyedDetector:
         hop, win = cfg.hop_ms, cfg.window_ms
         last = watermark_ms - watermark_ms % hop
         if self.closed_through is None:
-            self.closed_through = last
-            return
+            # the clock starts just before the earliest data held (a trend stage may receive
+            # minutes of panes before its first watermark), or at the watermark if none
+            earliest = min((min(ks.panes) for ks in self.keys.values() if ks.panes), default=None)
+            if earliest is None or earliest >= last:
+                self.closed_through = last
+                return
+            self.closed_through = earliest
         if last <= self.closed_through:
             return
         first = self.closed_through + hop

@@ -34,6 +34,10 @@ class TriageMetrics:
             "livetriage_triage_checkpoint_seconds", "Time to persist a checkpoint.", ["stage"],
             registry=registry,
         )
+        self.trend_records = Counter(
+            "livetriage_triage_trend_records_published", "Trend outbox records published.",
+            registry=registry,
+        )
         self.rewinds = Counter(
             "livetriage_triage_rewinds", "Times state was reloaded from the last checkpoint.",
             ["stage"], registry=registry,

@@ -139,6 +139,7 @@ class StreamsStage:
                 value = orjson.dumps({**ob, "items": by_part[p]})
                 futures.append(await self.producer.send(self.s.trends_topic, value, partition=p))
         await asyncio.gather(*futures)
+        self.m.trend_records.inc(len(futures))
 
 
 class TrendsStage:
@@ -146,15 +147,20 @@ class TrendsStage:
 
     name = "trends"
 
-    def __init__(self, s: Settings, cfg: DetectorConfig, store: TriageStore, metrics: TriageMetrics) -> None:
-        self.cfg, self.store, self.m = cfg, store, metrics
+    def __init__(self, s: Settings, cfg: DetectorConfig, store: TriageStore, producer: AIOKafkaProducer,
+                 metrics: TriageMetrics) -> None:
+        self.s, self.cfg, self.store, self.producer, self.m = s, cfg, store, producer, metrics
         self.topic = s.trends_topic
         self.group_id = s.trend_group
+        self._sources: int | None = None
 
     def new(self, partition: int) -> TrendTask:
         return TrendTask(self.cfg, partition)
 
     async def apply(self, task: TrendTask, records: list[Record]) -> list[Signal]:
+        if self._sources is None:
+            self._sources = len(await self.producer.partitions_for(self.s.clean_topic))
+        task.expected = self._sources
         out: list[Signal] = []
         late, replayed = task.late, task.replayed
         for rec in records:
@@ -333,7 +339,7 @@ class PartitionedRunner:
             self.dirty.add(p)
             self.last_input[p] = now
             self.m.consumed.labels(self.stage.name).inc(len(recs))
-        if self.s.idle_flush_s > 0 and isinstance(self.stage, StreamsStage):
+        if self.s.idle_flush_s > 0:
             signals.extend(self._flush_idle(now))
         if signals:
             futures = []
@@ -352,7 +358,14 @@ class PartitionedRunner:
         clock, so spikes on it can end. The only place the wall clock touches detection."""
         out: list[Signal] = []
         for p, task in self.tasks.items():
-            if task.max_event_ms is None or now - self.last_input.get(p, now) < self.s.idle_flush_s:
+            if now - self.last_input.get(p, now) < self.s.idle_flush_s:
+                continue
+            if isinstance(task, TrendTask):
+                if task.waiting():
+                    out.extend(task.release())
+                    self.dirty.add(p)
+                continue
+            if task.max_event_ms is None:
                 continue
             target = min(self.wall_ms(), task.max_event_ms + int(self.s.idle_flush_s * 1000))
             out.extend(task.advance(target))
@@ -413,7 +426,7 @@ async def run_triage(
     runners = [
         PartitionedRunner(settings, StreamsStage(settings, cfg, streams_store, producer, metrics),
                           streams_store, producer, metrics),
-        PartitionedRunner(settings, TrendsStage(settings, cfg, trends_store, metrics),
+        PartitionedRunner(settings, TrendsStage(settings, cfg, trends_store, producer, metrics),
                           trends_store, producer, metrics),
     ]
     await asyncio.gather(*(r.run(stop) for r in runners))

@@ -5,8 +5,12 @@ repartition topic (``triage.trends``), as Kafka Streams does: every trend key la
 partition, whichever triage instance counted its reports. A ``TrendTask`` per repartition
 partition merges them. Each upstream partition numbers its outboxes (``seq``), so a
 re-published outbox is applied once; its watermark comes along, and this task's clock is
-the minimum over the upstream partitions it has heard from. Windows are tested when they
-close, with complete counts, so the result does not depend on arrival order.
+the minimum over all upstream partitions (``expected``): it does not move until every one of
+them has reported a watermark, so no upstream partition's early data is judged late because
+it started a little after the others. Windows are tested when they close, with complete
+counts, so the result does not depend on arrival order or on how many instances ran.
+An upstream partition that never sees a report would hold the clock forever; the runner
+``release``s the wait after a wall-clock idle period (the one use of the wall clock).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class TrendTask:
             cfg, early=False, min_volume=cfg.trend_min_volume, category_of=_category
         )
         self.sources: dict[int, tuple[int, int | None]] = {}  # src partition -> (seq, watermark)
+        self.expected: int | None = None  # upstream partitions; None = whoever has reported
+        self.released = False
         self.late = 0
         self.replayed = 0
 
@@ -43,7 +49,23 @@ class TrendTask:
 
     def watermark_ms(self) -> int | None:
         marks = [wm for _, wm in self.sources.values() if wm is not None]
-        return min(marks) if marks else None
+        if not marks:
+            return None
+        if self.expected is not None and len(marks) < self.expected and not self.released:
+            return None  # somebody has not spoken yet
+        return min(marks)
+
+    def waiting(self) -> bool:
+        """True while data is held back because an upstream partition has not reported."""
+        return self.watermark_ms() is None and bool(self.detector.keys)
+
+    def release(self) -> list[Signal]:
+        """Stop waiting for silent upstream partitions (called after an idle period)."""
+        self.released = True
+        mark = self.watermark_ms()
+        if mark is None:
+            return []
+        return [from_decision(d, self.cfg, trend=True) for d in self.detector.close_through(mark)]
 
     def process(self, outbox: dict[str, Any], stored: dict[tuple[str, ...], BaselineRow]) -> list[Signal]:
         src, seq = int(outbox["src"]), int(outbox["seq"])
@@ -72,8 +94,10 @@ class TrendTask:
         return {
             "detector": self.detector.dump(),
             "sources": [[p, s, wm] for p, (s, wm) in self.sources.items()],
+            "released": self.released,
         }
 
     def load(self, d: dict[str, Any]) -> None:
         self.detector.load(d["detector"])
         self.sources = {int(p): (int(s), wm) for p, s, wm in d["sources"]}
+        self.released = bool(d.get("released", False))

@@ -1,0 +1,270 @@
+"""KeyedDetector: baselines, opening gates, brigade resistance, hysteresis, eviction, checkpoints."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+import orjson
+import pytest
+
+from services.triage.baseline import Baseline
+from services.triage.detector import Decision, DetectorConfig, KeyedDetector
+
+T0 = 1_700_000_000_000  # a multiple of every hop used here
+CFG = DetectorConfig()
+KEY = ("s1", "violence")
+
+
+def detector(cfg: DetectorConfig = CFG, *, early: bool = True) -> KeyedDetector:
+    return KeyedDetector(cfg, early=early, min_volume=cfg.min_volume, category_of=lambda k: k[-1])
+
+
+def feed(
+    det: KeyedDetector, events: Iterable[tuple[int, int]], key: tuple[str, ...] = KEY, viewers: int = 0
+) -> list[Decision]:
+    """Apply (ts_ms, reporter) in order the way a StreamTask does: move the watermark, then add."""
+    out: list[Decision] = []
+    for ts, reporter in events:
+        out.extend(det.close_through(ts - det.cfg.grace_ms))
+        d = det.add(key, ts, reporter=reporter, viewers=viewers, report_id=f"r{ts}-{reporter}")
+        if d is not None:
+            out.append(d)
+    return out
+
+
+def poisson(rng: random.Random, rate_per_s: float, start: int, end: int) -> list[int]:
+    out, t = [], float(start)
+    while True:
+        t += rng.expovariate(rate_per_s) * 1000
+        if t >= end:
+            return out
+        out.append(int(t))
+
+
+def crowd(rng: random.Random, times: list[int]) -> list[tuple[int, int]]:
+    return [(t, rng.getrandbits(32)) for t in times]
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError):
+        DetectorConfig(window_s=65, hop_s=10)
+    with pytest.raises(ValueError):
+        DetectorConfig(hop_s=0)
+    with pytest.raises(ValueError):
+        DetectorConfig(grace_s=-1)
+    assert CFG.window_ms == 60_000 and CFG.hop_ms == 10_000 and CFG.grace_ms == 30_000
+
+
+def test_prior_scales_with_audience() -> None:
+    det = detector()
+    small = det.prior(0)
+    assert (small.mean, small.var, small.n) == (CFG.prior_mean, CFG.var_floor, CFG.prior_weight)
+    big = det.prior(1_000_000)
+    assert big.mean == pytest.approx(20.0) and big.var == pytest.approx(40.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_steady_rate_learns_its_baseline_without_a_spike(seed: int) -> None:
+    rng = random.Random(seed)
+    det = detector()
+    decisions = feed(det, crowd(rng, poisson(rng, 0.1, T0, T0 + 2 * 3600_000)))
+    assert decisions == []
+    base = det.keys[KEY].base
+    assert base.mean == pytest.approx(6.0, rel=0.2)  # 0.1/s x 60 s windows
+    assert base.n > 700  # one observation per hop
+    assert not det.keys[KEY].in_spike
+
+
+def test_surge_of_distinct_reporters_opens_then_resolves_after_close_after_quiet_windows() -> None:
+    det = detector()
+    rng = random.Random(7)
+    p = T0 + 600_000
+    feed(det, [(T0, 1)])  # the clock starts
+    before = det.keys[KEY].base.dump()
+    decisions = feed(det, crowd(rng, [p + i * 100 for i in range(20)]))
+    opens = [d for d in decisions if d.kind == "open"]
+    assert len(opens) == 1
+    op = opens[0]
+    assert op.window_end_ms == op.opened_end_ms == p + CFG.hop_ms  # early: the filling window
+    assert op.effective >= CFG.min_volume and op.distinct >= CFG.min_reporters
+    assert det.keys[KEY].in_spike
+    # event time moves on with no more reports for this key
+    later = list(det.close_through(p + 200_000))
+    assert [d.kind for d in later] == ["resolve"]
+    res = later[0]
+    # windows containing pane p are loud; the next close_after windows are quiet
+    assert res.window_end_ms == p + CFG.window_ms + CFG.close_after * CFG.hop_ms
+    assert res.opened_end_ms == op.opened_end_ms and res.key == KEY
+    assert not det.keys[KEY].in_spike
+    # the baseline did not learn the surge
+    assert det.keys[KEY].base.mean <= before[0]
+
+
+def test_a_loud_window_resets_the_quiet_count() -> None:
+    det = detector()
+    rng = random.Random(8)
+    p = T0 + 600_000
+    feed(det, [(T0, 1)])
+    feed(det, crowd(rng, [p + i * 100 for i in range(20)]))
+    assert det.keys[KEY].in_spike
+    # two quiet windows close (ending p+70s, p+80s), then a loud pane at p+80s lands in the
+    # window ending p+90s, which would have been the third quiet one
+    q = p + CFG.window_ms + 2 * CFG.hop_ms
+    assert list(det.close_through(q)) == []
+    assert det.keys[KEY].quiet == 2
+    loud = p + 80_000
+    feed(det, crowd(rng, [loud + i * 100 for i in range(10)]))
+    decisions = list(det.close_through(loud + 300_000))
+    assert [d.kind for d in decisions] == ["resolve"]
+    # windows ending up to loud + window are loud; then close_after quiet ones
+    assert decisions[0].window_end_ms == loud + CFG.window_ms + CFG.close_after * CFG.hop_ms
+
+
+def test_baseline_is_frozen_during_a_spike() -> None:
+    det = detector()
+    rng = random.Random(9)
+    p = T0 + 600_000
+    feed(det, [(T0, 1)])
+    feed(det, crowd(rng, [p + i * 100 for i in range(30)]))
+    ks = det.keys[KEY]
+    frozen = ks.base.dump()
+    assert list(det.close_through(p + CFG.window_ms + CFG.hop_ms)) == []
+    assert ks.in_spike and ks.base.dump() == frozen
+    list(det.close_through(p + 600_000))
+    assert not ks.in_spike and ks.base.n > frozen[2]
+
+
+@pytest.mark.parametrize("n_brigaders", [1, 2, 3])
+def test_brigade_of_a_few_accounts_never_opens(n_brigaders: int) -> None:
+    det = detector()
+    rng = random.Random(n_brigaders)
+    background = crowd(rng, poisson(rng, 0.1, T0, T0 + 3600_000))
+    brigade = [(T0 + 1800_000 + i * 600, 1000 + i % n_brigaders) for i in range(500)]
+    decisions = feed(det, sorted(background + brigade))
+    assert decisions == []
+
+
+def test_min_reporters_gate() -> None:
+    cfg = DetectorConfig(per_reporter_cap=1000)  # isolate the distinct-reporter gate
+    det = detector(cfg)
+    p = T0 + 600_000
+    feed(det, [(T0, 1)])
+    few = [(p + i * 100, i % (cfg.min_reporters - 1)) for i in range(30)]
+    assert feed(det, few) == []
+    d = feed(det, [(p + 5000, 99)])  # one more distinct reporter in the same window
+    assert [x.kind for x in d] == ["open"] and d[0].distinct == cfg.min_reporters
+
+
+def test_min_volume_gate_on_a_silent_key() -> None:
+    cfg = DetectorConfig(var_floor=1.0)  # so that z alone would open on a handful of reports
+    det = detector(cfg)
+    p = T0 + 600_000
+    feed(det, [(T0, 1)])
+    assert feed(det, [(p + i, 100 + i) for i in range(cfg.min_volume - 1)]) == []
+    base = det.keys[KEY].base
+    assert base.z(cfg.min_volume - 1, cfg.var_floor) >= cfg.z_open  # only min_volume held it
+    assert [d.kind for d in feed(det, [(p + 50, 999)])] == ["open"]
+
+
+def test_z_gate_on_a_silent_key() -> None:
+    det = detector()  # var_floor 4: a near-silent key needs mean + 5 * 2 reports
+    p = T0 + 600_000
+    feed(det, [(T0, 1)])
+    assert feed(det, [(p + i, 100 + i) for i in range(10)]) == []
+    assert det.keys[KEY].base.z(10, CFG.var_floor) < CFG.z_open
+    assert [d.kind for d in feed(det, [(p + 50, 999)])] == ["open"]
+
+
+def test_raises_only_improve_the_tier() -> None:
+    det = detector()
+    rng = random.Random(11)
+    p = T0 + 600_000
+    key = ("s1", "child_safety")
+    feed(det, [(T0, 1)], key, viewers=300_000)
+    ts = [p + i * 50 for i in range(400)]  # 20/s for 20 s: the score keeps rising
+    decisions = feed(det, crowd(rng, ts), key, viewers=300_000)
+    assert decisions[0].kind == "open"
+    tiers = [d.tier for d in decisions]
+    assert all(d.kind == "raise" for d in decisions[1:])
+    assert len(decisions) >= 2, "this surge should escalate"
+    assert all(b < a for a, b in zip(tiers, tiers[1:], strict=False))
+    assert {d.opened_end_ms for d in decisions} == {decisions[0].opened_end_ms}
+
+
+def test_trend_mode_decides_only_when_windows_close() -> None:
+    det = KeyedDetector(CFG, early=False, min_volume=10, category_of=lambda k: k[0])
+    key = ("hate",)
+    list(det.close_through(T0))
+    p = T0 + 100_000
+    for i in range(4):
+        assert det.add(key, p, tally=(5, [(i * 10 + j, 1) for j in range(5)], False)) is None
+    assert list(det.close_through(p)) == []  # the window with pane p has not closed
+    decisions = list(det.close_through(p + CFG.hop_ms))
+    assert [d.kind for d in decisions] == ["open"]
+    assert decisions[0].raw == 20 and decisions[0].at_ms == p + CFG.hop_ms
+
+
+def test_idle_keys_are_evicted_with_their_baseline_and_restored_with_catch_up() -> None:
+    det = detector()
+    rng = random.Random(5)
+    feed(det, crowd(rng, poisson(rng, 0.1, T0, T0 + 1800_000)))
+    learned = det.keys[KEY].base.dump()
+    assert not det.missing(KEY)
+    quiet_until = T0 + 1800_000 + CFG.idle_evict_s * 1000 + CFG.window_ms + 60_000
+    list(det.close_through(quiet_until))
+    assert KEY not in det.keys
+    assert not det.missing(KEY)  # evicted, not yet persisted: still known here
+    row = det.evicted[KEY]
+    assert row[3] == det.closed_through
+    assert row[2] > learned[2] and row[0] < learned[0]  # quiet windows were learned before eviction
+    taken = det.take_evicted()
+    assert taken == {KEY: row} and det.evicted == {}
+    assert det.missing(KEY)  # now only the store has it
+    # later the key comes back: the stored row is caught up with the windows since
+    list(det.close_through(quiet_until + 30 * CFG.hop_ms))
+    ks = det.state(KEY, 0, row)
+    expect = Baseline(*row[:3])
+    expect.observe_zeros(30, CFG.alpha)
+    assert ks.base.dump() == expect.dump()
+    # without a stored row a returning key starts from the prior
+    other = det.state(("s9", "spam"), 0, None)
+    assert other.base.dump() == det.prior(0).dump()
+
+
+def test_evicted_key_coming_back_uses_the_in_memory_row_over_stored() -> None:
+    det = detector()
+    feed(det, [(T0, 1)])
+    list(det.close_through(T0 + 2 * CFG.idle_evict_s * 1000))
+    row = det.evicted[KEY]
+    bogus = (999.0, 999.0, 999, row[3])
+    ks = det.state(KEY, 0, bogus)
+    assert ks.base.dump() == row[:3]
+    assert KEY not in det.evicted
+
+
+def test_keys_in_a_spike_are_not_evicted() -> None:
+    det = detector(DetectorConfig(idle_evict_s=10, close_after=1000))
+    rng = random.Random(3)
+    p = T0 + 600_000
+    feed(det, [(T0, 1)])
+    feed(det, crowd(rng, [p + i * 100 for i in range(20)]))
+    list(det.close_through(p + 3600_000))
+    assert KEY in det.keys and det.keys[KEY].in_spike and det.evicted == {}
+
+
+@pytest.mark.parametrize("cut", [50, 400, 700, 900])
+def test_dump_load_through_json_continues_identically(cut: int) -> None:
+    rng = random.Random(cut)
+    events = crowd(rng, poisson(rng, 0.1, T0, T0 + 3600_000))
+    events += crowd(rng, poisson(rng, 1.5, T0 + 3600_000, T0 + 3800_000))
+    events += crowd(rng, poisson(rng, 0.1, T0 + 3800_000, T0 + 5000_000))
+    events.sort()
+    whole = feed(detector(), events)
+    assert [d.kind for d in whole].count("open") == 1 and whole[-1].kind == "resolve"
+    det = detector()
+    first = feed(det, events[:cut])
+    snap = orjson.loads(orjson.dumps(det.dump()))
+    again = detector()
+    again.load(snap)
+    assert first + feed(again, events[cut:]) == whole
