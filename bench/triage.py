@@ -83,10 +83,12 @@ class Results:
     ceiling_s: float = 0.0
     ceiling_rps: float = 0.0
     ceiling_unparseable: int = 0
+    ceiling_cpu_s: float = 0.0  # CPU time of this process during the ceiling phase (incl. join)
     triage_startup_s: float = 0.0  # run_triage start -> first record consumed (join, restore)
     triage_s: float = 0.0
     triage_measured_records: int = 0
     triage_rps: float = 0.0
+    triage_cpu_s: float = 0.0  # CPU time of this process over the measured triage interval
     ratio: float = 0.0
     shutdown_s: float = 0.0
     consumed: int = 0
@@ -237,6 +239,7 @@ async def triage(settings: Settings, n: int, timeout_s: float, res: Results, qui
         )
         t0: float | None = None
         c0 = 0
+        cpu0 = time.process_time()
         last_report = started
         deadline = started + timeout_s
         try:
@@ -245,7 +248,7 @@ async def triage(settings: Settings, n: int, timeout_s: float, res: Results, qui
                 c = _value(consumed)
                 if t0 is None and c > 0:
                     # the c records counted so far were consumed before t0: they are left out
-                    t0, c0 = now, c
+                    t0, c0, cpu0 = now, c, time.process_time()
                     res.triage_startup_s = now - started
                 if c >= n:
                     res.completed = True
@@ -261,6 +264,7 @@ async def triage(settings: Settings, n: int, timeout_s: float, res: Results, qui
                           file=sys.stderr, flush=True)
                 await asyncio.sleep(POLL_S)  # polling metrics with a deadline
             end = time.perf_counter()
+            res.triage_cpu_s = time.process_time() - cpu0
             res.rss_at_triage_end_mb = _rss_mb()
             t0 = t0 if t0 is not None else end
             res.triage_s = end - t0
@@ -317,9 +321,11 @@ async def run(args: argparse.Namespace) -> Results:
 
         say("ceiling: bare aiokafka consumer + orjson.loads ...")
         # bench.pipeline.ceiling reads settings.reports_topic: point it at the clean topic
+        cpu0 = time.process_time()
         res.ceiling_s, res.ceiling_unparseable = await ceiling(
             settings.model_copy(update={"reports_topic": settings.clean_topic}), n, timeout_s
         )
+        res.ceiling_cpu_s = time.process_time() - cpu0
         res.ceiling_rps = n / res.ceiling_s
         res.rss_peak_before_triage_mb = _peak_rss_mb()
 
@@ -346,6 +352,10 @@ async def run(args: argparse.Namespace) -> Results:
     return res
 
 
+def _us(cpu_s: float, n: int) -> str:
+    return f"{1e6 * cpu_s / n:.1f}" if n else "-"
+
+
 def table(r: Results) -> str:
     cps = "; ".join(
         f"{stage}: {int(v.get('count', 0))} in {v.get('sum_s', 0.0):.2f} s"
@@ -360,9 +370,11 @@ def table(r: Results) -> str:
         ("checkpoint interval", f"{r.checkpoint_interval_s:g} s"),
         ("preload (generate+produce)", f"{r.preload_s:.2f} s  ({r.preload_rps:,.0f} reports/s)"),
         ("ceiling (bare consumer)", f"{r.ceiling_rps:,.0f} reports/s  ({r.ceiling_s:.2f} s, "
-                                    f"{r.ceiling_unparseable} unparseable)"),
+                                    f"{r.ceiling_unparseable} unparseable; "
+                                    f"{_us(r.ceiling_cpu_s, r.reports)} CPU µs/report)"),
         ("triage", f"{r.triage_rps:,.0f} reports/s  "
-                   f"({r.triage_measured_records:,} in {r.triage_s:.2f} s)"
+                   f"({r.triage_measured_records:,} in {r.triage_s:.2f} s; "
+                   f"{_us(r.triage_cpu_s, r.triage_measured_records)} CPU µs/report)"
                    + ("" if r.completed else "  INCOMPLETE (timed out)")),
         ("  startup (join+restore)", f"{r.triage_startup_s:.2f} s"),
         ("  shutdown (final ckpt)", f"{r.shutdown_s:.2f} s"),

@@ -81,9 +81,13 @@ class KeyState:
     """What the detector holds for one key."""
 
     __slots__ = ("panes", "base", "in_spike", "opened_end", "tier", "quiet", "last_ms", "viewers",
-                 "samples", "peak")
+                 "samples", "peak", "born")
 
-    def __init__(self, base: Baseline) -> None:
+    def __init__(self, base: Baseline, born: int | None = None) -> None:
+        # A new key's baseline learns from the first window holding its data on, however
+        # early the key happened to be created: creation time depends on arrival timing,
+        # and the learned baseline must not.
+        self.born = born
         self.panes: dict[int, Tally] = {}
         self.base = base
         self.in_spike = False
@@ -99,6 +103,7 @@ class KeyState:
         return [
             [(p, t.dump()) for p, t in self.panes.items()], self.base.dump(), self.in_spike,
             self.opened_end, self.tier, self.quiet, self.last_ms, self.viewers, self.samples, self.peak,
+            self.born,
         ]
 
     @classmethod
@@ -106,7 +111,7 @@ class KeyState:
         ks = cls(Baseline(*d[1]))
         ks.panes = {int(p): Tally.load(t) for p, t in d[0]}
         (ks.in_spike, ks.opened_end, ks.tier, ks.quiet, ks.last_ms, ks.viewers, ks.samples,
-         ks.peak) = d[2:]
+         ks.peak, ks.born) = d[2:]
         ks.samples = list(ks.samples)
         return ks
 
@@ -166,9 +171,11 @@ class KeyedDetector:
         """True if the key's baseline may live in the store (not in memory, not just evicted)."""
         return key not in self.keys and key not in self.evicted
 
-    def state(self, key: tuple[str, ...], viewers: int, stored: BaselineRow | None) -> KeyState:
+    def state(self, key: tuple[str, ...], viewers: int, stored: BaselineRow | None, pane: int) -> KeyState:
         ks = self.keys.get(key)
         if ks is not None:
+            if ks.born is not None and pane < ks.born:
+                ks.born = pane
             return ks
         row = self.evicted.pop(key, None) or stored
         if row is not None:
@@ -176,9 +183,9 @@ class KeyedDetector:
             base = Baseline(mean, var, n)
             if self.closed_through is not None and closed < self.closed_through:
                 base.observe_zeros((self.closed_through - closed) // self.cfg.hop_ms, self._alpha)
+            ks = self.keys[key] = KeyState(base)
         else:
-            base = self.prior(viewers)
-        ks = self.keys[key] = KeyState(base)
+            ks = self.keys[key] = KeyState(self.prior(viewers), born=pane)
         return ks
 
     # ---- reports ------------------------------------------------------------------------
@@ -196,8 +203,8 @@ class KeyedDetector:
     ) -> Decision | None:
         """Count one report (``reporter``) or merge a partial tally into ``key``'s pane."""
         cfg = self.cfg
-        ks = self.state(key, viewers, stored)
         pane = ts_ms - ts_ms % cfg.hop_ms
+        ks = self.state(key, viewers, stored, pane)
         t = ks.panes.get(pane)
         if t is None:
             t = ks.panes[pane] = Tally()
@@ -298,6 +305,8 @@ class KeyedDetector:
         for key in list(self.keys):
             ks = self.keys[key]
             b = first
+            if ks.born is not None:
+                b = max(b, ks.born + hop)  # windows before the key's first data are not its history
             while b <= last:
                 if not ks.panes and not ks.in_spike:
                     # nothing left in any window: the rest are quiet windows

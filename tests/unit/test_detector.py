@@ -222,14 +222,15 @@ def test_idle_keys_are_evicted_with_their_baseline_and_restored_with_catch_up() 
     assert taken == {KEY: row} and det.evicted == {}
     assert det.missing(KEY)  # now only the store has it
     # later the key comes back: the stored row is caught up with the windows since
-    list(det.close_through(quiet_until + 30 * CFG.hop_ms))
-    ks = det.state(KEY, 0, row)
+    back = quiet_until + 30 * CFG.hop_ms
+    list(det.close_through(back))
+    assert det.add(KEY, back + 40_000, reporter=1, stored=row) is None
     expect = Baseline(*row[:3])
     expect.observe_zeros(30, CFG.alpha)
-    assert ks.base.dump() == expect.dump()
+    assert det.keys[KEY].base.dump() == expect.dump()
     # without a stored row a returning key starts from the prior
-    other = det.state(("s9", "spam"), 0, None)
-    assert other.base.dump() == det.prior(0).dump()
+    det.add(("s9", "spam"), back + 40_000, reporter=1)
+    assert det.keys[("s9", "spam")].base.dump() == det.prior(0).dump()
 
 
 def test_evicted_key_coming_back_uses_the_in_memory_row_over_stored() -> None:
@@ -238,8 +239,8 @@ def test_evicted_key_coming_back_uses_the_in_memory_row_over_stored() -> None:
     list(det.close_through(T0 + 2 * CFG.idle_evict_s * 1000))
     row = det.evicted[KEY]
     bogus = (999.0, 999.0, 999, row[3])
-    ks = det.state(KEY, 0, bogus)
-    assert ks.base.dump() == row[:3]
+    det.add(KEY, T0 + 2 * CFG.idle_evict_s * 1000 + 40_000, reporter=1, stored=bogus)
+    assert det.keys[KEY].base.dump() == row[:3]
     assert KEY not in det.evicted
 
 
