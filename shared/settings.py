@@ -56,7 +56,10 @@ class Settings(BaseSettings):
     # --- ingest
     max_report_bytes: int = Field(16_384, ge=256, description="Larger reports go to the DLQ.")
     max_text_chars: int = Field(2_000, ge=1)
-    dedup_ttl_hours: float = Field(48.0, gt=0, description="How long a report_id is remembered.")
+    dedup_ttl_hours: float = Field(
+        48.0, gt=0, description="How long a report_id is remembered; older reports are rejected."
+    )
+    max_future_skew_s: float = Field(300.0, ge=0, description="Reject reports this far in the future.")
 
     # --- triage: event-time hopping windows, learned baselines, spike test
     trends_topic: str = Field("triage.trends", description="Repartition topic of trend tallies.")

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.ingest.dedup import Deduplicator, Origin
 from services.ingest.metrics import IngestMetrics
 from services.ingest.validate import Rejected, canonical_json, parse_report
+from shared.clock import Clock, SystemClock
 from shared.events import Report
 from shared.kafka import Record, consume_batches, dlq_headers, open_consumer
 from shared.settings import Settings
@@ -36,19 +37,29 @@ class Ingester:
         producer: AIOKafkaProducer,
         dedup: Deduplicator,
         metrics: IngestMetrics,
+        clock: Clock | None = None,
     ) -> None:
         self._s = settings
         self._producer = producer
         self._dedup = dedup
         self._m = metrics
+        self._clock = clock or SystemClock()
+        self._max_future = timedelta(seconds=settings.max_future_skew_s)
+        self._max_age = timedelta(hours=settings.dedup_ttl_hours)
 
     async def handle(self, records: list[Record]) -> None:
         started = time.perf_counter()
         valid: list[tuple[Record, Report]] = []
         rejected: list[tuple[Record, Rejected]] = []
+        now = self._clock.now()
         for rec in records:
             parsed = parse_report(
-                rec.value, max_bytes=self._s.max_report_bytes, max_text_chars=self._s.max_text_chars
+                rec.value,
+                max_bytes=self._s.max_report_bytes,
+                max_text_chars=self._s.max_text_chars,
+                now=now,
+                max_future=self._max_future,
+                max_age=self._max_age,
             )
             if isinstance(parsed, Rejected):
                 rejected.append((rec, parsed))

@@ -6,6 +6,7 @@ Pure: no I/O. The reason codes are a closed set so they can label metrics.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
@@ -20,6 +21,8 @@ REASONS = (
     "unsupported_schema_version",
     "text_too_long",
     "schema_violation",
+    "reported_at_in_future",
+    "reported_at_too_old",
 )
 
 
@@ -31,8 +34,21 @@ class Rejected:
     detail: str
 
 
-def parse_report(raw: bytes | None, *, max_bytes: int, max_text_chars: int) -> Report | Rejected:
-    """Validate one raw report against contract v1."""
+def parse_report(
+    raw: bytes | None,
+    *,
+    max_bytes: int,
+    max_text_chars: int,
+    now: datetime | None = None,
+    max_future: timedelta = timedelta(minutes=5),
+    max_age: timedelta | None = None,
+) -> Report | Rejected:
+    """Validate one raw report against contract v1.
+
+    With ``now``, event times are checked against it: a report from the future would drag a
+    partition's event-time clock ahead and make every honest report late; one older than
+    ``max_age`` (the dedup horizon) could no longer be recognised as a duplicate.
+    """
     if not raw:
         return Rejected("empty", "the record has no value")
     if len(raw) > max_bytes:
@@ -43,6 +59,17 @@ def parse_report(raw: bytes | None, *, max_bytes: int, max_text_chars: int) -> R
         return _classify(exc)
     if report.text is not None and len(report.text) > max_text_chars:
         return Rejected("text_too_long", f"text has {len(report.text)} chars, limit {max_text_chars}")
+    if now is not None:
+        if report.reported_at > now + max_future:
+            return Rejected(
+                "reported_at_in_future",
+                f"reported_at {report.reported_at.isoformat()} is more than {max_future} ahead of now",
+            )
+        if max_age is not None and report.reported_at < now - max_age:
+            return Rejected(
+                "reported_at_too_old",
+                f"reported_at {report.reported_at.isoformat()} is older than {max_age}",
+            )
     return report
 
 

@@ -42,7 +42,8 @@ class Change:
 
 
 def kind_of(signal: Signal) -> str:
-    return {"spike": "spike", "critical_report": "critical_report"}.get(signal.kind, "spike")
+    """The incident kind a signal opens: spike, critical_report or trend."""
+    return signal.kind if signal.kind in ("spike", "critical_report", "trend") else "spike"
 
 
 def open_incident(signal: Signal) -> Change:

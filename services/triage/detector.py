@@ -111,7 +111,8 @@ class KeyState:
         ks = cls(Baseline(*d[1]))
         ks.panes = {int(p): Tally.load(t) for p, t in d[0]}
         (ks.in_spike, ks.opened_end, ks.tier, ks.quiet, ks.last_ms, ks.viewers, ks.samples,
-         ks.peak, ks.born) = d[2:]
+         ks.peak) = d[2:10]
+        ks.born = d[10] if len(d) > 10 else None  # checkpoints from before "born" existed
         ks.samples = list(ks.samples)
         return ks
 

@@ -42,6 +42,8 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 SRC_HEADER = "lt.src"
+FORGET_EVERY_S = 600.0
+BASELINE_TTL_MS = 7 * 24 * 3600 * 1000
 
 
 def detector_config(s: Settings) -> DetectorConfig:
@@ -217,6 +219,7 @@ class PartitionedRunner:
         self.dirty: set[int] = set()
         self.last_input: dict[int, float] = {}
         self.last_checkpoint = time.monotonic()
+        self.last_forget = time.monotonic()
         self.consumer: AIOKafkaConsumer | None = None
         self._retryable = retryable_types()
 
@@ -351,7 +354,19 @@ class PartitionedRunner:
             await asyncio.gather(*futures)
         if self.dirty and now - self.last_checkpoint >= self.s.checkpoint_interval_s:
             await self.checkpoint(sorted(self.dirty))
+        if now - self.last_forget >= FORGET_EVERY_S:
+            await self._forget_old_baselines()
+            self.last_forget = now
         self.m.keys.labels(self.stage.name).set(sum(len(t.detector.keys) for t in self.tasks.values()))
+
+    async def _forget_old_baselines(self) -> None:
+        """Baselines of keys silent for BASELINE_TTL (event time) go: a million one-off
+        streams a day must not grow the table without bound either."""
+        marks = [t.detector.closed_through for t in self.tasks.values() if t.detector.closed_through]
+        if marks:
+            removed = await self.store.forget(min(marks) - BASELINE_TTL_MS)
+            if removed:
+                log.info("%s: forgot %d idle baselines", self.stage.name, removed)
 
     def _flush_idle(self, now: float) -> list[Signal]:
         """A partition silent for idle_flush_s moves its clock on, at most as fast as the wall

@@ -70,19 +70,19 @@ class StreamTask:
             self.src_hwm[sp] = so
         cfg = self.cfg
         out: list[Signal] = []
+        category = report["category"]
+        source = report["source"]
+        viewers = report.get("viewer_count") or 0
+        if source != "user" or self._users_critical:
+            # before the lateness check: a critical report pages however late it arrives
+            scored = score_report(category, source, viewers, report.get("classifier_score"), cfg.scoring)
+            if scored.score >= cfg.scoring.critical_score:
+                out.append(critical(report, scored, ts_ms, cfg))
         if self.max_event_ms is None or ts_ms > self.max_event_ms:
             out.extend(self.advance(ts_ms))
         elif ts_ms < self.max_event_ms - cfg.grace_ms:
             self.late += 1
             return out
-
-        category = report["category"]
-        source = report["source"]
-        viewers = report.get("viewer_count") or 0
-        if source != "user" or self._users_critical:
-            scored = score_report(category, source, viewers, report.get("classifier_score"), cfg.scoring)
-            if scored.score >= cfg.scoring.critical_score:
-                out.append(critical(report, scored, ts_ms, cfg))
 
         reporter_id = report.get("reporter_id")
         reporter = reporter_hash(reporter_id if reporter_id else f"{source}:{report['report_id']}")

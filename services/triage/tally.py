@@ -1,10 +1,11 @@
 """Per-pane report tallies that resist brigading, with bounded memory. Pure.
 
-A ``Tally`` counts reports and tracks up to ``CAP`` distinct reporters (as stable 32-bit
-hashes) with their report counts. Past ``CAP`` distinct reporters it is ``overflow``: a
-crowd, not a handful of accounts. Tallies merge exactly (the union is recomputed, and
-overflow propagates), so the same reports give the same tally in any order and on any
-instance.
+A ``Tally`` counts reports and tracks the ``CAP`` distinct reporters with the smallest
+(stable, 32-bit) hashes, with their exact report counts — a bottom-k sample. Past ``CAP``
+distinct reporters it is ``overflow``: a crowd, not a handful of accounts. Which reporters are
+tracked does not depend on arrival order (the k smallest hashes of a union are the k smallest
+of the parts' k smallest), so the same reports give the same tally in any order, merged in
+any grouping, on any instance.
 """
 
 from __future__ import annotations
@@ -32,25 +33,26 @@ class Tally:
 
     def add(self, reporter: int) -> None:
         self.count += 1
+        self._track(reporter, 1)
+
+    def _track(self, reporter: int, n: int) -> None:
         reps = self.reporters
-        n = reps.get(reporter)
-        if n is not None:
-            reps[reporter] = n + 1
+        have = reps.get(reporter)
+        if have is not None:
+            reps[reporter] = have + n
         elif len(reps) < CAP:
-            reps[reporter] = 1
+            reps[reporter] = n
         else:
             self.overflow = True
+            largest = max(reps)
+            if reporter < largest:
+                del reps[largest]
+                reps[reporter] = n
 
     def merge(self, count: int, reporters: Iterable[tuple[int, int]], overflow: bool) -> None:
         self.count += count
-        reps = self.reporters
         for r, n in reporters:
-            if r in reps:
-                reps[r] += n
-            elif len(reps) < CAP:
-                reps[r] = n
-            else:
-                overflow = True
+            self._track(int(r), int(n))
         self.overflow = self.overflow or overflow
 
     def dump(self) -> tuple[int, list[tuple[int, int]], bool]:

@@ -211,9 +211,11 @@ def test_late_reports_are_counted_and_ignored() -> None:
     # a late surge opens nothing
     crowd = [(rep(f"l{i}", reporter=f"c{i}"), wm - 5000 - i) for i in range(40)]
     assert run(task, crowd) == [] and task.late == 41 and task.dump() == snap
-    # a late critical report is dropped as well (see report: no page for it)
+    # a late critical report still pages at once, but is not counted in a closed window
     crit = rep("lc", "big", reporter="m", source="moderator", viewers=900_000)
-    assert task.process(crit, wm - 1) == [] and task.late == 42
+    crit["category"] = "child_safety"
+    sigs = task.process(crit, wm - 1)
+    assert [s.kind for s in sigs] == ["critical_report"] and task.late == 42
     # at the watermark and out of order within the grace period: accepted
     task.process(rep("edge", reporter="u3"), wm)
     task.process(rep("ooo", reporter="u4"), T0 + 10 * MIN - 1000)

@@ -248,9 +248,6 @@ def test_items_behind_closed_windows_are_late() -> None:
     assert sum(t.count for t in task.detector.keys[("hate",)].panes.values()) == 3
 
 
-# ---- known bugs (see the report): strict xfails flip to failures once fixed ----------------
-
-
 def test_the_clock_waits_for_every_expected_source() -> None:
     task = trend_task(2)
     items = [[["hate"], T0, 3, [[1, 1], [2, 1], [3, 1]], False]]
@@ -291,9 +288,6 @@ def test_a_source_racing_ahead_before_another_is_heard_loses_nothing() -> None:
     assert blind.late > 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: once a pane tally overflows (> CAP reporters), which "
-                   "reporters stay tracked depends on merge order, so the effective count, and the "
-                   "trend decision, depend on how outboxes interleave")
 def test_overflowing_pane_gives_the_same_trend_in_any_order() -> None:
     def partition(p: int, reporters: list[str]) -> list[Outbox]:
         task = StreamTask(CFG, p)

@@ -115,3 +115,20 @@ def test_json_schema_agrees_with_the_validator() -> None:
     assert not validator.is_valid({**GOOD, "category": "bogus"})
     assert not validator.is_valid({k: v for k, v in GOOD.items() if k != "source"})
     assert validator.is_valid({**GOOD, "anything": "else"})
+
+
+def test_event_times_far_from_now_are_rejected() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    kw = {**LIMITS, "now": now, "max_future": timedelta(minutes=5), "max_age": timedelta(hours=48)}
+
+    def at(delta: timedelta) -> Report | Rejected:
+        return parse_report(orjson.dumps({**GOOD, "reported_at": (now + delta).isoformat()}), **kw)
+
+    assert isinstance(at(timedelta(minutes=4)), Report)  # clock skew is tolerated
+    assert isinstance(at(-timedelta(hours=47)), Report)
+    future = at(timedelta(days=365))
+    assert isinstance(future, Rejected) and future.reason == "reported_at_in_future"
+    old = at(-timedelta(days=3))
+    assert isinstance(old, Rejected) and old.reason == "reported_at_too_old"
