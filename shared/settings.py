@@ -81,7 +81,9 @@ class Settings(BaseSettings):
     severity_thresholds: tuple[float, float, float] = Field(
         (0.75, 0.5, 0.3), description="Score thresholds of SEV1, SEV2, SEV3."
     )
-    checkpoint_interval_s: float = Field(2.0, gt=0, description="How often triage persists state.")
+    checkpoint_interval_s: float = Field(
+        10.0, gt=0, description="How often triage persists state (a crash replays at most this much)."
+    )
     idle_flush_s: float = Field(
         30.0, ge=0, description="Advance a silent partition's clock after this long (0 = never)."
     )

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.triage.baseline import Baseline, alpha_for_half_life
-from services.triage.scoring import ScoringConfig, score_spike, severity_for
+from services.triage.scoring import ScoringConfig, SpikeScore, best_spike_score, severity_for, spike_score
 from services.triage.tally import Tally, window_stats
 
 BaselineRow = tuple[float, float, int, int]  # mean, var, n, closed_through_ms
@@ -51,6 +51,8 @@ class DetectorConfig:
     ratio_close: float = 1.5
     close_after: int = 3
     idle_evict_s: int = 600
+    warmup_windows: int = 6  # a new key needs this many windows of history ...
+    new_key_min_volume: int = 40  # ... or this many effective reports to open a spike
     trend_min_volume: int = 40
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
 
@@ -81,7 +83,7 @@ class KeyState:
     """What the detector holds for one key."""
 
     __slots__ = ("panes", "base", "in_spike", "opened_end", "tier", "quiet", "last_ms", "viewers",
-                 "samples", "peak", "born")
+                 "samples", "peak", "born", "wend", "wraw", "next_raw", "next_end")
 
     def __init__(self, base: Baseline, born: int | None = None) -> None:
         # A new key's baseline learns from the first window holding its data on, however
@@ -98,12 +100,19 @@ class KeyState:
         self.viewers = 0
         self.samples: list[str] = []
         self.peak = 0
+        # a cache, not checkpointed: raw count of the window ending at ``wend``
+        self.wend = 0
+        self.wraw = 0
+        # checkpointed (decisions depend on them): the raw count of the window ending at
+        # ``next_end`` worth testing again at (in a spike: worth re-scoring at)
+        self.next_raw = 0
+        self.next_end = 0
 
     def dump(self) -> list[Any]:
         return [
             [(p, t.dump()) for p, t in self.panes.items()], self.base.dump(), self.in_spike,
             self.opened_end, self.tier, self.quiet, self.last_ms, self.viewers, self.samples, self.peak,
-            self.born,
+            self.born, self.next_raw, self.next_end,
         ]
 
     @classmethod
@@ -113,6 +122,8 @@ class KeyState:
         (ks.in_spike, ks.opened_end, ks.tier, ks.quiet, ks.last_ms, ks.viewers, ks.samples,
          ks.peak) = d[2:10]
         ks.born = d[10] if len(d) > 10 else None  # checkpoints from before "born" existed
+        if len(d) > 12:
+            ks.next_raw, ks.next_end = d[11], d[12]
         ks.samples = list(ks.samples)
         return ks
 
@@ -133,7 +144,7 @@ class Decision:
     z: float
     score: float
     tier: int
-    factors: tuple[Any, ...]
+    components: SpikeScore
     samples: tuple[str, ...]
     viewers: int
 
@@ -160,6 +171,8 @@ class KeyedDetector:
         self.closed_through: int | None = None
         self.evicted: dict[tuple[str, ...], BaselineRow] = {}
         self._alpha = cfg.alpha
+        self._hop = cfg.hop_ms  # plain attributes: this is read for every report
+        self._window_ms = cfg.window_ms
 
     # ---- keys ---------------------------------------------------------------------------
 
@@ -203,27 +216,37 @@ class KeyedDetector:
         stored: BaselineRow | None = None,
     ) -> Decision | None:
         """Count one report (``reporter``) or merge a partial tally into ``key``'s pane."""
-        cfg = self.cfg
-        pane = ts_ms - ts_ms % cfg.hop_ms
-        ks = self.state(key, viewers, stored, pane)
+        hop = self._hop
+        pane = ts_ms - ts_ms % hop
+        ks = self.keys.get(key)
+        if ks is None or (ks.born is not None and pane < ks.born):
+            ks = self.state(key, viewers, stored, pane)
         t = ks.panes.get(pane)
         if t is None:
             t = ks.panes[pane] = Tally()
         if tally is not None:
             t.merge(*tally)
+            added = tally[0]
         else:
             t.add(reporter if reporter is not None else 0)
+            added = 1
+        end = pane + hop
+        if ks.wend == end:
+            ks.wraw += added
+        else:
+            ks.wend = 0  # recomputed by _test when needed
         if ts_ms > ks.last_ms:
             ks.last_ms = ts_ms
         if viewers > ks.viewers:
             ks.viewers = viewers
         if report_id is not None:
-            ks.samples.append(report_id)  # the most recent few: in a spike, the surge itself
-            if len(ks.samples) > SAMPLES:
-                del ks.samples[0]
+            samples = ks.samples  # the most recent few: in a spike, the surge itself
+            samples.append(report_id)
+            if len(samples) >= 2 * SAMPLES:
+                del samples[:SAMPLES]  # amortised: readers take the last SAMPLES
         if not self.early:
             return None
-        return self._test(key, ks, pane + cfg.hop_ms, ts_ms)
+        return self._test(key, ks, end, ts_ms)
 
     def _window(self, ks: KeyState, end: int) -> tuple[int, int, int]:
         start = end - self.cfg.window_ms
@@ -231,38 +254,65 @@ class KeyedDetector:
             (t for p, t in ks.panes.items() if start <= p < end), self.cfg.per_reporter_cap
         )
 
+    def _raw(self, ks: KeyState, end: int) -> int:
+        if ks.wend != end:
+            start = end - self._window_ms
+            ks.wraw = sum(t.count for p, t in ks.panes.items() if start <= p < end)
+            ks.wend = end
+        return ks.wraw
+
     def _test(self, key: tuple[str, ...], ks: KeyState, end: int, at_ms: int) -> Decision | None:
         """Open (or raise) a spike if the window ending at ``end`` is unusual."""
         cfg = self.cfg
-        start = end - cfg.window_ms
-        raw = 0
-        for p, t in ks.panes.items():
-            if start <= p < end:
-                raw += t.count
+        raw = self._raw(ks, end)
         if raw < self.min_volume:
-            return None  # cheap exit for the common case
+            return None  # cheap exits first: this runs for every report
         base = ks.base
-        if not ks.in_spike and raw < cfg.ratio_open * base.mean:
+        if ks.in_spike:
+            return self._raise(key, ks, end, at_ms, raw)
+        if raw < cfg.ratio_open * base.mean or (ks.wend == ks.next_end and raw < ks.next_raw):
+            return None
+        new_key = ks.born is not None and base.n < cfg.prior_weight + cfg.warmup_windows
+        if new_key and raw < cfg.new_key_min_volume:
             return None
         raw, distinct, eff = self._window(ks, end)
-        if ks.in_spike:
-            if eff <= ks.peak:
-                return None
-            ks.peak = eff
-            d = self._decision("raise", key, ks, end, at_ms, raw, distinct, eff)
-            if d.tier >= ks.tier:
-                return None
-            ks.tier = d.tier
-            return d
-        if eff < self.min_volume or distinct < cfg.min_reporters or eff < cfg.ratio_open * base.mean:
-            return None
-        if base.z(eff, cfg.var_floor) < cfg.z_open:
+        if (
+            eff < self.min_volume
+            or distinct < cfg.min_reporters
+            or eff < cfg.ratio_open * base.mean
+            or (new_key and eff < cfg.new_key_min_volume)
+            or base.z(eff, cfg.var_floor) < cfg.z_open
+        ):
+            # a busy window that is not a spike: look again once it has grown by a tenth
+            ks.next_end = end
+            ks.next_raw = raw + max(1, raw // 10)
             return None
         ks.in_spike = True
         ks.opened_end = end
         ks.quiet = 0
         ks.peak = eff
+        ks.next_raw = raw + max(1, raw // 4)
         d = self._decision("open", key, ks, end, at_ms, raw, distinct, eff)
+        ks.tier = d.tier
+        return d
+
+    def _raise(self, key: tuple[str, ...], ks: KeyState, end: int, at_ms: int, raw: int) -> Decision | None:
+        """In a spike: re-score when the window has grown by a quarter, and signal only a
+        higher severity. Re-scoring every report would cost more than all else together."""
+        if raw < ks.next_raw:
+            return None
+        ks.next_raw = raw + max(1, raw // 4)
+        cfg = self.cfg
+        best = best_spike_score(self.category_of(key), ks.viewers, cfg.scoring)
+        if severity_for(best, cfg.scoring.severity_thresholds).rank >= ks.tier:
+            return None  # no window on this key can reach a higher severity
+        raw, distinct, eff = self._window(ks, end)
+        if eff <= ks.peak:
+            return None
+        ks.peak = eff
+        d = self._decision("raise", key, ks, end, at_ms, raw, distinct, eff)
+        if d.tier >= ks.tier:
+            return None
         ks.tier = d.tier
         return d
 
@@ -271,16 +321,16 @@ class KeyedDetector:
         raw: int, distinct: int, eff: int,
     ) -> Decision:
         cfg = self.cfg
-        scored = score_spike(
+        sp = spike_score(
             self.category_of(key), effective=eff, baseline_mean=ks.base.mean, distinct=distinct,
             viewers=ks.viewers, cfg=cfg.scoring,
         )
-        tier = severity_for(scored.score, cfg.scoring.severity_thresholds).rank
+        tier = severity_for(sp.score, cfg.scoring.severity_thresholds).rank
         return Decision(
             kind=kind, key=key, window_end_ms=end, opened_end_ms=ks.opened_end or end, at_ms=at_ms,
             raw=raw, distinct=distinct, effective=eff, mean=ks.base.mean,
-            z=ks.base.z(eff, cfg.var_floor), score=scored.score, tier=tier, factors=scored.factors,
-            samples=tuple(ks.samples), viewers=ks.viewers,
+            z=ks.base.z(eff, cfg.var_floor), score=sp.score, tier=tier, components=sp,
+            samples=tuple(ks.samples[-SAMPLES:]), viewers=ks.viewers,
         )
 
     # ---- time ---------------------------------------------------------------------------
@@ -345,6 +395,7 @@ class KeyedDetector:
                     ks.quiet = 0
                     ks.peak = 0
                     ks.tier = 4
+                    ks.next_raw = ks.next_end = 0
                     yield d
             else:
                 ks.quiet = 0

@@ -37,7 +37,7 @@ from services.triage.streams import StreamTask
 from services.triage.trends import TrendTask
 from shared.errors import retryable_types
 from shared.events import Signal
-from shared.kafka import Record, backoff_s, dlq_headers, header, open_consumer
+from shared.kafka import Record, backoff_s, dlq_headers, open_consumer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,30 +94,38 @@ class StreamsStage:
         return StreamTask(self.cfg, partition)
 
     async def apply(self, task: StreamTask, records: list[Record]) -> list[Signal]:
-        parsed: list[tuple[dict[str, Any], int, tuple[int, int] | None]] = []
+        # one pass to parse and find keys whose baselines may be in the store, one to decide
+        parsed: list[tuple[dict[str, Any], int, tuple[int, int] | None, tuple[str, str]]] = []
+        missing: set[tuple[str, str]] = set()
+        loads = orjson.loads
         for rec in records:
             try:
-                rep = orjson.loads(rec.value)  # type: ignore[arg-type]
-                rep["stream_id"], rep["category"], rep["report_id"]  # noqa: B018  (required keys)
+                rep = loads(rec.value)  # type: ignore[arg-type]
+                key = (rep["stream_id"], rep["category"])
+                rep["report_id"]  # noqa: B018  (required)
                 ts = rec.timestamp if rec.timestamp_type == 0 else _event_ms(rep["reported_at"])
-                src_h = header(rec, SRC_HEADER)
                 src = None
-                if src_h is not None:
-                    sp, so = src_h.split(b":")
-                    src = (int(sp), int(so))
-                parsed.append((rep, ts, src))
+                for hk, hv in rec.headers or ():
+                    if hk == SRC_HEADER:
+                        sp, _, so = hv.partition(b":")
+                        src = (int(sp), int(so))
+                parsed.append((rep, ts, src, key))
+                if task.missing(key):
+                    missing.add(key)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 self.m.invalid.inc()
                 await (await self.producer.send(
                     self.s.clean_topic + ".dlq", rec.value, key=rec.key,
                     headers=dlq_headers(rec, "unreadable_clean_report", repr(exc)[:300]),
                 ))
-        missing = {StreamTask.key_of(r) for r, _, _ in parsed if task.missing(StreamTask.key_of(r))}
         stored = await self.store.baselines(missing) if missing else {}
         out: list[Signal] = []
         late, replayed = task.late, task.replayed
-        for rep, ts, src in parsed:
-            out.extend(task.process(rep, ts, src, stored.get((rep["stream_id"], rep["category"]))))
+        process = task.process
+        for rep, ts, src, key in parsed:
+            sigs = process(rep, ts, src, stored.get(key) if stored else None)
+            if sigs:
+                out.extend(sigs)
         self.m.late.labels(self.name).inc(task.late - late)
         self.m.replayed.labels(self.name).inc(task.replayed - replayed)
         return out
@@ -334,9 +342,10 @@ class PartitionedRunner:
             task = self.tasks.get(p)
             if task is None or p in self.pending:
                 continue  # revoked or not yet restored: the owner will read it
-            recs = [r for r in recs if r.offset >= self.next_offsets[p]]
-            if not recs:
-                continue
+            if recs[0].offset < self.next_offsets[p]:  # only right after a seek
+                recs = [r for r in recs if r.offset >= self.next_offsets[p]]
+                if not recs:
+                    continue
             signals.extend(await self.stage.apply(task, recs))
             self.next_offsets[p] = recs[-1].offset + 1
             self.dirty.add(p)

@@ -76,6 +76,22 @@ def reach(viewer_count: int | None, full: int = 1_000_000) -> float:
     return min(1.0, math.log10(1 + viewer_count) / math.log10(1 + full))
 
 
+def report_score(
+    category: str,
+    source: str,
+    viewer_count: int | None,
+    classifier_score: float | None,
+    cfg: ScoringConfig | None = None,
+) -> float:
+    """The score alone (hot path): category weight x trust x reach multipliers."""
+    cfg = cfg or _DEFAULT
+    return (
+        cfg.weight(category)
+        * (0.5 + 0.5 * source_trust(source, classifier_score, cfg))
+        * (0.5 + 0.5 * reach(viewer_count, cfg.reach_full_viewers))
+    )
+
+
 def score_report(
     category: str,
     source: str,
@@ -83,6 +99,7 @@ def score_report(
     classifier_score: float | None,
     cfg: ScoringConfig | None = None,
 ) -> Scored:
+    """The score with its factors, for the signal that explains it."""
     cfg = cfg or _DEFAULT
     w = cfg.weight(category)
     trust_mult = 0.5 + 0.5 * source_trust(source, classifier_score, cfg)
@@ -103,6 +120,50 @@ def user_can_be_critical(cfg: ScoringConfig) -> bool:
     return max(cfg.category_weight.values()) * (0.5 + 0.5 * cfg.trust_user) >= cfg.critical_score
 
 
+@dataclass(frozen=True, slots=True)
+class SpikeScore:
+    """A spike's score and its components, as plain numbers (cheap on the hot path)."""
+
+    score: float
+    weight: float
+    ratio: float
+    magnitude: float
+    diversity: float
+    reach_mult: float
+
+    def factors(self, category: str, distinct: int, viewers: int) -> tuple[Factor, ...]:
+        return (
+            Factor(name="category_weight", value=category, contribution=round(self.weight, 4)),
+            Factor(name="magnitude", value=round(self.ratio, 2), contribution=round(self.magnitude, 4)),
+            Factor(name="reporter_diversity", value=float(distinct), contribution=round(self.diversity, 4)),
+            Factor(name="reach", value=float(viewers), contribution=round(self.reach_mult, 4)),
+        )
+
+
+def spike_score(
+    category: str,
+    *,
+    effective: float,
+    baseline_mean: float,
+    distinct: int,
+    viewers: int,
+    cfg: ScoringConfig | None = None,
+) -> SpikeScore:
+    cfg = cfg or _DEFAULT
+    w = cfg.weight(category)
+    ratio = effective / max(baseline_mean, 0.1)
+    magnitude = 0.5 + 0.5 * min(1.0, max(0.0, math.log(max(ratio, 1.0)) / math.log(cfg.magnitude_full_ratio)))
+    diversity = 0.5 + 0.5 * min(1.0, distinct / cfg.diversity_full_reporters)
+    reach_mult = 0.5 + 0.5 * reach(viewers, cfg.reach_full_viewers)
+    return SpikeScore(w * magnitude * diversity * reach_mult, w, ratio, magnitude, diversity, reach_mult)
+
+
+def best_spike_score(category: str, viewers: int, cfg: ScoringConfig | None = None) -> float:
+    """The most a spike on this key could score: full magnitude and diversity."""
+    cfg = cfg or _DEFAULT
+    return cfg.weight(category) * (0.5 + 0.5 * reach(viewers, cfg.reach_full_viewers))
+
+
 def score_spike(
     category: str,
     *,
@@ -112,21 +173,10 @@ def score_spike(
     viewers: int,
     cfg: ScoringConfig | None = None,
 ) -> Scored:
-    cfg = cfg or _DEFAULT
-    w = cfg.weight(category)
-    ratio = effective / max(baseline_mean, 0.1)
-    magnitude = 0.5 + 0.5 * min(1.0, max(0.0, math.log(max(ratio, 1.0)) / math.log(cfg.magnitude_full_ratio)))
-    diversity = 0.5 + 0.5 * min(1.0, distinct / cfg.diversity_full_reporters)
-    reach_mult = 0.5 + 0.5 * reach(viewers, cfg.reach_full_viewers)
-    return Scored(
-        score=w * magnitude * diversity * reach_mult,
-        factors=(
-            Factor(name="category_weight", value=category, contribution=round(w, 4)),
-            Factor(name="magnitude", value=round(ratio, 2), contribution=round(magnitude, 4)),
-            Factor(name="reporter_diversity", value=float(distinct), contribution=round(diversity, 4)),
-            Factor(name="reach", value=float(viewers), contribution=round(reach_mult, 4)),
-        ),
-    )
+    """``spike_score`` with its factors, for callers that want the explanation."""
+    sp = spike_score(category, effective=effective, baseline_mean=baseline_mean, distinct=distinct,
+                     viewers=viewers, cfg=cfg)
+    return Scored(score=sp.score, factors=sp.factors(category, distinct, viewers))
 
 
 def severity_for(score: float, thresholds: tuple[float, float, float] = (0.75, 0.5, 0.3)) -> Severity:

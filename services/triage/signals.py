@@ -56,7 +56,7 @@ def from_decision(d: Decision, cfg: DetectorConfig, *, trend: bool) -> Signal:
         sid = f"resolve:{dedup}:{d.opened_end_ms}"
         kind = "resolve"
     factors = [
-        *d.factors,
+        *d.components.factors(category, d.distinct, d.viewers),
         Factor(name="baseline_mean", value=round(d.mean, 3), contribution=0.0),
         Factor(name="z_score", value=round(d.z, 2), contribution=0.0),
         Factor(name="effective_count", value=float(d.effective), contribution=0.0),

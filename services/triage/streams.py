@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.triage.detector import BaselineRow, DetectorConfig, KeyedDetector
-from services.triage.scoring import score_report, user_can_be_critical
+from services.triage.scoring import report_score, score_report, user_can_be_critical
 from services.triage.signals import critical, from_decision
 from services.triage.tally import Tally, reporter_hash
 from shared.events import Signal
@@ -42,6 +42,8 @@ class StreamTask:
         self.late = 0
         self.replayed = 0
         self._users_critical = user_can_be_critical(cfg.scoring)
+        self._grace = cfg.grace_ms  # plain attributes: read for every report
+        self._hop = cfg.hop_ms
 
     @property
     def watermark_ms(self) -> int | None:
@@ -75,31 +77,47 @@ class StreamTask:
         viewers = report.get("viewer_count") or 0
         if source != "user" or self._users_critical:
             # before the lateness check: a critical report pages however late it arrives
-            scored = score_report(category, source, viewers, report.get("classifier_score"), cfg.scoring)
-            if scored.score >= cfg.scoring.critical_score:
-                out.append(critical(report, scored, ts_ms, cfg))
-        if self.max_event_ms is None or ts_ms > self.max_event_ms:
-            out.extend(self.advance(ts_ms))
-        elif ts_ms < self.max_event_ms - cfg.grace_ms:
+            cs = report.get("classifier_score")
+            if report_score(category, source, viewers, cs, cfg.scoring) >= cfg.scoring.critical_score:
+                out.append(critical(report, score_report(category, source, viewers, cs, cfg.scoring), ts_ms, cfg))
+        mx = self.max_event_ms
+        if mx is None or ts_ms > mx:
+            if mx is None or ts_ms - self._grace >= self._next_close:
+                out.extend(self.advance(ts_ms))
+            else:
+                self.max_event_ms = ts_ms  # no window end reached: nothing to close
+        elif ts_ms < mx - self._grace:
             self.late += 1
             return out
 
+        report_id = report["report_id"]
         reporter_id = report.get("reporter_id")
-        reporter = reporter_hash(reporter_id if reporter_id else f"{source}:{report['report_id']}")
-        key = (report["stream_id"], category)
-        d = self.detector.add(key, ts_ms, reporter=reporter, viewers=viewers,
-                              report_id=report["report_id"], stored=stored)
+        reporter = reporter_hash(reporter_id if reporter_id else f"{source}:{report_id}")
+        d = self.detector.add((report["stream_id"], category), ts_ms, reporter=reporter,
+                              viewers=viewers, report_id=report_id, stored=stored)
         if d is not None:
             out.append(from_decision(d, cfg, trend=False))
 
-        pane = ts_ms - ts_ms % cfg.hop_ms
+        pane = ts_ms - ts_ms % self._hop
+        trend_out = self.trend_out
+        tk = ((category,), pane)
+        t = trend_out.get(tk)
+        if t is None:
+            t = trend_out[tk] = Tally()
+        t.add(reporter)
         region = report.get("region")
-        for tkey in ((category,), (category, region)) if region else ((category,),):
-            t = self.trend_out.get((tkey, pane))
+        if region:
+            tk = ((category, region), pane)
+            t = trend_out.get(tk)
             if t is None:
-                t = self.trend_out[(tkey, pane)] = Tally()
+                t = trend_out[tk] = Tally()
             t.add(reporter)
         return out
+
+    @property
+    def _next_close(self) -> int:
+        closed = self.detector.closed_through
+        return -(2**62) if closed is None else closed + self._hop
 
     def advance(self, ts_ms: int) -> list[Signal]:
         """Move the event-time clock to ``ts_ms``; close the windows the watermark passed.
@@ -110,6 +128,8 @@ class StreamTask:
         if self.max_event_ms is not None and ts_ms <= self.max_event_ms:
             return []
         self.max_event_ms = ts_ms
+        if ts_ms - self._grace < self._next_close:
+            return []  # the watermark has not reached the next window end: nothing closes
         return [
             from_decision(d, self.cfg, trend=False)
             for d in self.detector.close_through(ts_ms - self.cfg.grace_ms)

@@ -24,16 +24,24 @@ def reporter_hash(reporter: str) -> int:
 class Tally:
     """Reports in one pane of one key, and who filed them (bounded)."""
 
-    __slots__ = ("count", "reporters", "overflow")
+    __slots__ = ("count", "reporters", "overflow", "_largest")
 
     def __init__(self) -> None:
         self.count = 0
         self.reporters: dict[int, int] = {}
         self.overflow = False
+        self._largest = -1  # largest tracked hash, once full: most newcomers stop at one compare
 
     def add(self, reporter: int) -> None:
         self.count += 1
-        self._track(reporter, 1)
+        reps = self.reporters
+        have = reps.get(reporter)
+        if have is not None:
+            reps[reporter] = have + 1
+        elif len(reps) < CAP or reporter < self._largest:
+            self._track(reporter, 1)
+        else:
+            self.overflow = True  # a crowd; this reporter is not among the CAP smallest
 
     def _track(self, reporter: int, n: int) -> None:
         reps = self.reporters
@@ -42,12 +50,14 @@ class Tally:
             reps[reporter] = have + n
         elif len(reps) < CAP:
             reps[reporter] = n
+            if len(reps) == CAP:
+                self._largest = max(reps)
         else:
             self.overflow = True
-            largest = max(reps)
-            if reporter < largest:
-                del reps[largest]
+            if reporter < self._largest:
+                del reps[self._largest]
                 reps[reporter] = n
+                self._largest = max(reps)
 
     def merge(self, count: int, reporters: Iterable[tuple[int, int]], overflow: bool) -> None:
         self.count += count
@@ -56,13 +66,15 @@ class Tally:
         self.overflow = self.overflow or overflow
 
     def dump(self) -> tuple[int, list[tuple[int, int]], bool]:
-        return self.count, sorted(self.reporters.items()), self.overflow
+        return self.count, list(self.reporters.items()), self.overflow
 
     @classmethod
     def load(cls, data: tuple[int, list[tuple[int, int]], bool]) -> Tally:
         t = cls()
         t.count, reps, t.overflow = data
-        t.reporters = dict((int(r), int(n)) for r, n in reps)
+        t.reporters = {int(r): int(n) for r, n in reps}
+        if len(t.reporters) >= CAP:
+            t._largest = max(t.reporters)
         return t
 
 

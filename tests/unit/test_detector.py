@@ -152,7 +152,9 @@ def test_min_reporters_gate() -> None:
     feed(det, [(T0, 1)])
     few = [(p + i * 100, i % (cfg.min_reporters - 1)) for i in range(30)]
     assert feed(det, few) == []
-    d = feed(det, [(p + 5000, 99)])  # one more distinct reporter in the same window
+    # one more distinct reporter in the same window; a window that failed the test is looked
+    # at again once it has grown by a tenth, so it takes a few of its reports to tip it
+    d = feed(det, [(p + 5000 + i, 99) for i in range(4)])
     assert [x.kind for x in d] == ["open"] and d[0].distinct == cfg.min_reporters
 
 
@@ -193,7 +195,8 @@ def test_raises_only_improve_the_tier() -> None:
 
 
 def test_trend_mode_decides_only_when_windows_close() -> None:
-    det = KeyedDetector(CFG, early=False, min_volume=10, category_of=lambda k: k[0])
+    cfg = DetectorConfig(warmup_windows=0)  # a key without history, judged like any other
+    det = KeyedDetector(cfg, early=False, min_volume=10, category_of=lambda k: k[0])
     key = ("hate",)
     list(det.close_through(T0))
     p = T0 + 100_000
@@ -269,3 +272,15 @@ def test_dump_load_through_json_continues_identically(cut: int) -> None:
     again = detector()
     again.load(snap)
     assert first + feed(again, events[cut:]) == whole
+
+
+def test_a_new_key_needs_history_or_a_large_surge() -> None:
+    """A stream first seen with ordinary traffic must not page just because the prior is low."""
+    cfg = DetectorConfig()
+    det = KeyedDetector(cfg, early=True, min_volume=cfg.min_volume, category_of=lambda k: k[1])
+    key = ("fresh", "hate")
+    ts = [T0 + i * 1000 for i in range(30)]  # 30 distinct reporters in 30 s, from nowhere
+    assert [d for d in (det.add(key, t, reporter=i, viewers=1000) for i, t in enumerate(ts)) if d] == []
+    big = ("fresh2", "hate")
+    opened = [d for d in (det.add(big, T0 + i * 200, reporter=i, viewers=1000) for i in range(60)) if d]
+    assert [d.kind for d in opened] == ["open"] and opened[0].effective >= cfg.new_key_min_volume
