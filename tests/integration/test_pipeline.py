@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 async def test_reports_become_an_incident_with_duplicates_and_malformed_input(settings: Settings) -> None:
     stop = asyncio.Event()
     now = datetime.now(UTC)
-    spike = [report("hot-stream", "violence", at=now, viewer_count=50_000) for _ in range(30)]
+    spike = [report("hot-stream", "violence", at=now, viewer_count=50_000) for _ in range(60)]
     quiet = [report(f"calm-{i}", "spam", at=now) for i in range(5)]
     duplicates = spike[:3] + quiet[:1]  # client retries: same report_id again
     malformed: list[tuple[bytes | None, bytes]] = [
