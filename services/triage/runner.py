@@ -241,7 +241,7 @@ class PartitionedRunner:
                 async with runner.lock:
                     mine = [tp.partition for tp in revoked if tp.topic == runner.stage.topic]
                     try:
-                        await asyncio.wait_for(runner.checkpoint(mine, force=True), timeout=10)
+                        await asyncio.wait_for(runner.checkpoint(mine), timeout=10)
                     except Exception as exc:  # the next owner replays from the last checkpoint
                         log.warning("%s: checkpoint on revoke failed: %r", runner.stage.name, exc)
                     for p in mine:
@@ -301,8 +301,9 @@ class PartitionedRunner:
 
     # ---- work ---------------------------------------------------------------------------
 
-    async def checkpoint(self, parts: list[int], *, force: bool = False) -> None:
-        parts = [p for p in parts if p in self.tasks and (force or p in self.dirty)]
+    async def checkpoint(self, parts: list[int]) -> None:
+        """Persist the dirty ones of ``parts`` (a clean task's state is already on disk)."""
+        parts = [p for p in parts if p in self.tasks and p in self.dirty]
         if not parts:
             return
         started = time.perf_counter()
@@ -428,7 +429,7 @@ class PartitionedRunner:
             # graceful stop: persist what we have (revoke is not called before stop)
             async with self.lock:
                 try:
-                    await self.checkpoint(sorted(self.tasks), force=True)
+                    await self.checkpoint(sorted(self.tasks))  # the dirty ones; others are saved
                 except self._retryable as exc:
                     log.warning("final checkpoint failed, will replay: %r", exc)
         self.consumer = None
