@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
+import httpx
 import uvicorn
 from prometheus_client import CollectorRegistry
 
@@ -21,7 +22,10 @@ from services.ingest.metrics import IngestMetrics
 from services.ingest.runner import run_ingest
 from services.notifier.api.app import create_app
 from services.notifier.api.deps import ApiState
+from services.notifier.delivery import Deliverer, build_channels
 from services.notifier.metrics import NotifierMetrics
+from services.notifier.outbox import RetryPolicy
+from services.notifier.routing import load_routing
 from services.notifier.runner import run_notifier
 from services.triage.metrics import TriageMetrics
 from services.triage.runner import run_triage
@@ -53,6 +57,7 @@ class Running:
     triage: TriageMetrics | None = None
     notifier: NotifierMetrics | None = None
     api_port: int | None = None
+    deliverer: Deliverer | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -103,6 +108,17 @@ async def start_services(
         if "notifier" in roles:
             assert engine is not None
             running.notifier = NotifierMetrics(registry)
+            routing = load_routing(settings.routing_file)
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(timeout=settings.delivery_timeout_s, follow_redirects=False)
+            )
+            deliverer = Deliverer(
+                engine, build_channels(routing), http, clock or SystemClock(), running.notifier,
+                policy=RetryPolicy(settings.delivery_max_attempts, settings.delivery_backoff_base_s,
+                                   settings.delivery_backoff_cap_s),
+            )
+            running.deliverer = deliverer
+            running.tasks.append(asyncio.create_task(deliverer.run(stop), name="delivery"))
             running.tasks.append(
                 asyncio.create_task(
                     run_notifier(
@@ -112,6 +128,8 @@ async def start_services(
                         metrics=running.notifier,
                         clock=clock or SystemClock(),
                         stop=stop,
+                        routing=routing,
+                        on_enqueued=deliverer.wake.set,
                     ),
                     name="notifier",
                 )
@@ -123,6 +141,9 @@ async def start_services(
                         engine=engine,
                         registry=registry,
                         broker_check=producer.client.fetch_all_metadata,
+                        routing=routing,
+                        clock=clock or SystemClock(),
+                        on_enqueued=deliverer.wake.set,
                     )
                 )
                 server = _EmbeddedServer(

@@ -88,6 +88,13 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Advance a silent partition's clock after this long (0 = never)."
     )
 
+    # --- notifier: routing and delivery
+    routing_file: Path | None = Field(None, description="YAML routing file (channels, routes).")
+    delivery_max_attempts: int = Field(8, ge=1, description="Attempts before a page is dead.")
+    delivery_backoff_base_s: float = Field(1.0, gt=0, description="First retry delay (jittered).")
+    delivery_backoff_cap_s: float = Field(300.0, gt=0, description="Longest retry delay.")
+    delivery_timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one attempt.")
+
     # --- notifier / API
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535)

@@ -22,6 +22,10 @@ class NotifierMetrics:
         self.incidents_created = Counter(
             "livetriage_notifier_incidents_created", "Incidents opened.", ["severity"], registry=registry
         )
+        self.notifications = Counter(
+            "livetriage_notifier_notifications", "Delivery attempts by channel and resulting status.",
+            ["channel", "status"], registry=registry,
+        )
         self.batch_seconds = Histogram(
             "livetriage_notifier_batch_seconds", "Time to apply one batch of signals.", registry=registry
         )

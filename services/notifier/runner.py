@@ -14,7 +14,10 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from collections.abc import Callable
+
 from services.notifier.metrics import NotifierMetrics
+from services.notifier.routing import Routing
 from services.notifier.store import apply_signal
 from shared.clock import Clock
 from shared.events import Signal
@@ -34,8 +37,12 @@ class SignalApplier:
         producer: AIOKafkaProducer,
         metrics: NotifierMetrics,
         clock: Clock,
+        routing: Routing | None = None,
+        on_enqueued: Callable[[], None] | None = None,
     ) -> None:
         self._s = settings
+        self._routing = routing
+        self._on_enqueued = on_enqueued
         self._engine = engine
         self._producer = producer
         self._m = metrics
@@ -66,7 +73,9 @@ class SignalApplier:
         results = []
         async with self._engine.begin() as conn:
             for sig in signals:
-                results.append((sig, await apply_signal(conn, signal=sig, now=now)))
+                results.append((sig, await apply_signal(conn, signal=sig, now=now, routing=self._routing)))
+        if self._on_enqueued is not None and any(res.notified for _, res in results):
+            self._on_enqueued()
         for sig, res in results:
             self._m.signals.labels(sig.kind).inc()
             if res.duplicate:
@@ -85,9 +94,11 @@ async def run_notifier(
     metrics: NotifierMetrics,
     clock: Clock,
     stop: asyncio.Event,
+    routing: Routing | None = None,
+    on_enqueued: Callable[[], None] | None = None,
 ) -> None:
     """Run the signal consumer until ``stop`` is set."""
-    applier = SignalApplier(settings, engine, producer, metrics, clock)
+    applier = SignalApplier(settings, engine, producer, metrics, clock, routing, on_enqueued)
     async with open_consumer(settings, [settings.signals_topic], settings.notifier_group) as consumer:
         log.info("notifier consuming %s", settings.signals_topic)
         await consume_batches(

@@ -19,6 +19,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier.incidents import IncidentState, kind_of, merge, open_incident
+from services.notifier.outbox import enqueue, incident_payload
+from services.notifier.routing import Routing
 from services.notifier.tables import incident_signals, incident_timeline, incidents
 from shared.events import Severity, Signal
 
@@ -32,10 +34,14 @@ class Applied:
     incident_id: uuid.UUID | None
     created: bool
     duplicate: bool
+    notified: int = 0
 
 
-async def apply_signal(conn: AsyncConnection, *, signal: Signal, now: datetime) -> Applied:
-    """Merge ``signal`` into its open incident (or open one). Caller owns the transaction."""
+async def apply_signal(
+    conn: AsyncConnection, *, signal: Signal, now: datetime, routing: Routing | None = None
+) -> Applied:
+    """Merge ``signal`` into its open incident (or open one), and enqueue the notifications
+    the change calls for, in the caller's transaction."""
     seen = await conn.scalar(
         sa.select(incident_signals.c.incident_id).where(incident_signals.c.signal_id == signal.signal_id)
     )
@@ -75,7 +81,7 @@ async def apply_signal(conn: AsyncConnection, *, signal: Signal, now: datetime) 
         )
         if inserted.scalar() is None:
             # Another notifier opened it between our SELECT and INSERT: merge into theirs.
-            return await apply_signal(conn, signal=signal, now=now)
+            return await apply_signal(conn, signal=signal, now=now, routing=routing)
         created = True
     else:
         incident_id = row["id"]
@@ -105,7 +111,96 @@ async def apply_signal(conn: AsyncConnection, *, signal: Signal, now: datetime) 
                 for k, d in change.events
             ],
         )
-    return Applied(incident_id, created=created, duplicate=False)
+    kinds = {k for k, _ in change.events}
+    page = "trigger" if created else "resolve" if "resolved" in kinds else (
+        "update" if "severity_raised" in kinds else None)
+    notified = 0
+    if page is not None and routing is not None:
+        notified = await notify(conn, incident_id=incident_id, event=signal.signal_id, kind=page,
+                                routing=routing, now=now, set_team=created)
+    return Applied(incident_id, created=created, duplicate=False, notified=notified)
+
+
+async def notify(
+    conn: AsyncConnection,
+    *,
+    incident_id: uuid.UUID,
+    event: str,
+    kind: str,
+    routing: Routing,
+    now: datetime,
+    set_team: bool = False,
+) -> int:
+    """Route the incident as it is now and enqueue ``kind`` for each of the route's channels."""
+    row = await get_incident(conn, incident_id=incident_id)
+    assert row is not None
+    route = routing.route(row)
+    if set_team or row.get("team") is None:
+        await conn.execute(incidents.update().where(incidents.c.id == incident_id).values(team=route.team))
+    n = await enqueue(conn, incident_id=incident_id, event=event, kind=kind, channels=route.channels,
+                      payload=incident_payload(row, route.team), now=now)
+    if n:
+        await conn.execute(incident_timeline.insert().values(
+            incident_id=incident_id, at=now, kind="page_queued", actor=SYSTEM_ACTOR,
+            detail={"kind": kind, "channels": route.channels, "team": route.team, "event": event},
+        ))
+    return n
+
+
+class IncidentConflict(Exception):
+    """The action does not apply to the incident in its current state."""
+
+
+async def act(
+    conn: AsyncConnection,
+    *,
+    incident_id: uuid.UUID,
+    action: str,
+    actor: str,
+    now: datetime,
+    routing: Routing | None,
+    note: str | None = None,
+) -> dict[str, Any] | None:
+    """acknowledge | resolve | note, by a person; returns the incident, None if unknown."""
+    row = (await conn.execute(
+        sa.select(incidents).where(incidents.c.id == incident_id).with_for_update()
+    )).mappings().first()
+    if row is None:
+        return None
+    status = row["status"]
+    timeline_id = None
+    if action == "acknowledge":
+        if status == "resolved":
+            raise IncidentConflict("incident is resolved; it cannot be acknowledged")
+        if status == "triggered":
+            await conn.execute(incidents.update().where(incidents.c.id == incident_id).values(
+                status="acknowledged", acknowledged_at=now, acknowledged_by=actor, updated_at=now))
+            timeline_id = await _timeline(conn, incident_id, now, "acknowledged", actor, {"note": note})
+    elif action == "resolve":
+        if status != "resolved":
+            await conn.execute(incidents.update().where(incidents.c.id == incident_id).values(
+                status="resolved", resolved_at=now, resolved_by=actor, resolved_how="manual", updated_at=now))
+            timeline_id = await _timeline(conn, incident_id, now, "resolved", actor,
+                                          {"how": "manual", "note": note})
+    elif action == "note":
+        await _timeline(conn, incident_id, now, "note_added", actor, {"text": note})
+    else:
+        raise ValueError(action)
+    if timeline_id is not None and routing is not None:
+        await notify(conn, incident_id=incident_id, event=f"t{timeline_id}", kind=action,
+                     routing=routing, now=now)
+    return await get_incident(conn, incident_id=incident_id)
+
+
+async def _timeline(
+    conn: AsyncConnection, incident_id: uuid.UUID, at: datetime, kind: str, actor: str, detail: dict[str, Any]
+) -> int:
+    res = await conn.execute(
+        incident_timeline.insert()
+        .values(incident_id=incident_id, at=at, kind=kind, actor=actor, detail=detail)
+        .returning(incident_timeline.c.id)
+    )
+    return int(res.scalar_one())
 
 
 def _state_of(row: Any) -> IncidentState:
@@ -125,7 +220,9 @@ def _state_of(row: Any) -> IncidentState:
 
 
 def _state_columns(s: IncidentState) -> dict[str, Any]:
+    extra = {"resolved_how": "auto", "resolved_by": SYSTEM_ACTOR} if s.status == "resolved" else {}
     return {
+        **extra,
         "status": s.status,
         "severity": s.severity.value,
         "score": s.score,

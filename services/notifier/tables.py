@@ -30,6 +30,11 @@ incidents = sa.Table(
     sa.Column("signal_count", sa.Integer, nullable=False),
     sa.Column("factors", pg.JSONB, nullable=False),
     sa.Column("sample_report_ids", pg.JSONB, nullable=False),
+    sa.Column("team", sa.Text),
+    sa.Column("acknowledged_at", TS),
+    sa.Column("acknowledged_by", sa.Text),
+    sa.Column("resolved_by", sa.Text),
+    sa.Column("resolved_how", sa.Text),
 )
 
 incident_signals = sa.Table(
@@ -52,4 +57,33 @@ incident_timeline = sa.Table(
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("actor", sa.Text, nullable=False),
     sa.Column("detail", pg.JSONB, nullable=False),
+)
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("incident_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("channel", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("payload", pg.JSONB, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", TS, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("sent_at", TS),
+    sa.Column("last_error", sa.Text),
+)
+
+notification_attempts = sa.Table(
+    "notification_attempts",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("notification_id", sa.BigInteger, nullable=False),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("duration_ms", sa.Float, nullable=False),
 )

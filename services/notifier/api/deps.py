@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.notifier.routing import Routing
+from shared.clock import Clock, SystemClock
 from shared.settings import Settings
 
 
@@ -20,6 +22,9 @@ class ApiState:
     engine: AsyncEngine
     registry: CollectorRegistry
     broker_check: Callable[[], Awaitable[object]]
+    routing: Routing | None = None
+    clock: Clock = field(default_factory=SystemClock)
+    on_enqueued: Callable[[], None] | None = None
 
 
 def get_state(request: Request) -> ApiState:

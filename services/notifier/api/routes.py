@@ -11,9 +11,19 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.notifier import store
+from services.notifier import outbox, store
 from services.notifier.api.deps import ApiState, get_conn, get_state
-from services.notifier.api.schemas import Health, IncidentOut, IncidentPage, Problem, Status, TimelineEntry
+from services.notifier.api.schemas import (
+    ActionIn,
+    Health,
+    IncidentOut,
+    IncidentPage,
+    NoteIn,
+    NotificationOut,
+    Problem,
+    Status,
+    TimelineEntry,
+)
 from shared.db import ping
 from shared.events import Category, Severity
 
@@ -72,6 +82,55 @@ async def get_timeline(incident_id: uuid.UUID, conn: Conn) -> list[TimelineEntry
     if await store.get_incident(conn, incident_id=incident_id) is None:
         raise HTTPException(404, f"incident {incident_id} not found")
     return [TimelineEntry.model_validate(r) for r in await store.get_timeline(conn, incident_id=incident_id)]
+
+
+async def _act(request: Request, incident_id: uuid.UUID, action: str, actor: str, note: str | None) -> IncidentOut:
+    state = get_state(request)
+    try:
+        async with state.engine.begin() as conn:
+            row = await store.act(conn, incident_id=incident_id, action=action, actor=actor,
+                                  now=state.clock.now(), routing=state.routing, note=note)
+    except store.IncidentConflict as exc:
+        raise HTTPException(409, str(exc)) from exc
+    if row is None:
+        raise HTTPException(404, f"incident {incident_id} not found")
+    if state.on_enqueued is not None:
+        state.on_enqueued()
+    return IncidentOut.model_validate(row)
+
+
+ACTION_PROBLEMS = {**PROBLEMS, 409: {"model": Problem, "description": "Not in a state for this"}}
+
+
+@router.post("/v1/incidents/{incident_id}/acknowledge", response_model=IncidentOut, tags=["incidents"],
+             responses=ACTION_PROBLEMS)
+async def acknowledge_incident(incident_id: uuid.UUID, body: ActionIn, request: Request) -> IncidentOut:
+    """Acknowledge: stops escalation and tells the channels (PagerDuty acknowledge)."""
+    return await _act(request, incident_id, "acknowledge", body.actor, body.note)
+
+
+@router.post("/v1/incidents/{incident_id}/resolve", response_model=IncidentOut, tags=["incidents"],
+             responses=ACTION_PROBLEMS)
+async def resolve_incident(incident_id: uuid.UUID, body: ActionIn, request: Request) -> IncidentOut:
+    """Resolve by hand; the channels get a resolve."""
+    return await _act(request, incident_id, "resolve", body.actor, body.note)
+
+
+@router.post("/v1/incidents/{incident_id}/notes", response_model=IncidentOut, tags=["incidents"],
+             responses=ACTION_PROBLEMS)
+async def add_note(incident_id: uuid.UUID, body: NoteIn, request: Request) -> IncidentOut:
+    """Add a note to the incident's timeline."""
+    return await _act(request, incident_id, "note", body.actor, body.text)
+
+
+@router.get("/v1/incidents/{incident_id}/notifications", response_model=list[NotificationOut],
+            tags=["incidents"], responses=PROBLEMS)
+async def incident_notifications(incident_id: uuid.UUID, conn: Conn) -> list[NotificationOut]:
+    """Every page sent or pending for the incident, with its delivery state."""
+    if await store.get_incident(conn, incident_id=incident_id) is None:
+        raise HTTPException(404, f"incident {incident_id} not found")
+    rows = await outbox.for_incident(conn, incident_id=incident_id)
+    return [NotificationOut.model_validate(r) for r in rows]
 
 
 @router.get("/healthz", response_model=Health, tags=["ops"])

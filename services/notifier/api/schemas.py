@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.events import Category, Severity
 
@@ -43,6 +43,11 @@ class IncidentOut(BaseModel):
     signal_count: int
     factors: list[FactorOut]
     sample_report_ids: list[str]
+    team: str | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    resolved_by: str | None = None
+    resolved_how: str | None = None
 
 
 class IncidentPage(BaseModel):
@@ -72,3 +77,35 @@ class Problem(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+Actor = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+
+
+class ActionIn(BaseModel):
+    """Who acts on the incident, and an optional note for the timeline."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor: Actor
+    note: Annotated[str, StringConstraints(max_length=4000)] | None = None
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    actor: Actor
+    text: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+
+class NotificationOut(BaseModel):
+    """One notification of the outbox and where its delivery stands."""
+
+    id: int
+    key: str
+    channel: str
+    kind: str
+    status: Literal["pending", "sent", "dead"]
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    sent_at: datetime | None
+    last_error: str | None

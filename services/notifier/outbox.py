@@ -1,0 +1,139 @@
+"""The transactional outbox: notifications are rows written with the incident change.
+
+``enqueue`` runs inside the caller's transaction. ``claim`` hands due notifications to one
+delivery worker at a time (``FOR UPDATE SKIP LOCKED``); ``settle`` records the attempt and
+either marks the row sent, schedules a retry (exponential backoff with full jitter), or marks
+it dead after ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.notifier.channels.base import Outcome
+from services.notifier.tables import notification_attempts, notifications
+
+
+def incident_payload(row: dict[str, Any], team: str | None) -> dict[str, Any]:
+    """What a page says about an incident (a snapshot taken with the change)."""
+    return {
+        "id": str(row["id"]),
+        "dedup_key": row["dedup_key"],
+        "kind": row["kind"],
+        "status": row["status"],
+        "severity": row["severity"],
+        "category": row["category"],
+        "stream_id": row.get("stream_id"),
+        "region": row.get("region"),
+        "reason": row["reason"],
+        "score": row["score"],
+        "report_count": row["report_count"],
+        "started_at": row["started_at"].isoformat(),
+        "factors": row.get("factors", []),
+        "team": team,
+    }
+
+
+async def enqueue(
+    conn: AsyncConnection,
+    *,
+    incident_id: uuid.UUID,
+    event: str,
+    kind: str,
+    channels: list[str],
+    payload: dict[str, Any],
+    now: datetime,
+) -> int:
+    """One notification per channel for a change identified by ``event``; idempotent."""
+    if not channels:
+        return 0
+    res = await conn.execute(
+        pg_insert(notifications)
+        .values([
+            {
+                "key": f"{incident_id}:{event}:{kind}:{ch}",
+                "incident_id": incident_id,
+                "channel": ch,
+                "kind": kind,
+                "payload": payload,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for ch in channels
+        ])
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    return res.rowcount or 0
+
+
+async def claim(conn: AsyncConnection, *, now: datetime, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        sa.select(notifications)
+        .where(notifications.c.status == "pending", notifications.c.next_attempt_at <= now)
+        .order_by(notifications.c.next_attempt_at, notifications.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, and when to give up."""
+
+    max_attempts: int = 8
+    base_s: float = 1.0
+    cap_s: float = 300.0
+
+    def delay(self, attempts: int, rng: random.Random) -> timedelta:
+        return timedelta(seconds=rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempts - 1))))
+
+
+async def settle(
+    conn: AsyncConnection,
+    *,
+    notification: dict[str, Any],
+    outcome: Outcome,
+    now: datetime,
+    duration_ms: float,
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> str:
+    """Record an attempt; returns the new status (sent, pending or dead)."""
+    attempts = notification["attempts"] + 1
+    await conn.execute(
+        notification_attempts.insert().values(
+            notification_id=notification["id"], at=now, ok=outcome.ok, status_code=outcome.status,
+            error=outcome.error, duration_ms=duration_ms,
+        )
+    )
+    if outcome.ok:
+        status, values = "sent", {"sent_at": now, "last_error": None}
+    elif outcome.retry and attempts < policy.max_attempts:
+        status, values = "pending", {"next_attempt_at": now + policy.delay(attempts, rng),
+                                     "last_error": outcome.error}
+    else:
+        status, values = "dead", {"last_error": outcome.error}
+    await conn.execute(
+        notifications.update()
+        .where(notifications.c.id == notification["id"])
+        .values(status=status, attempts=attempts, **values)
+    )
+    return status
+
+
+async def for_incident(conn: AsyncConnection, *, incident_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        sa.select(notifications).where(notifications.c.incident_id == incident_id).order_by(notifications.c.id)
+    )
+    return [dict(r) for r in rows.mappings()]

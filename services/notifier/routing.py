@@ -1,0 +1,132 @@
+"""Routing: which team and which channels an incident pages. Pure, loaded from YAML.
+
+```yaml
+channels:
+  pd-tns:   {type: pagerduty, url: https://events.pagerduty.com/v2/enqueue, routing_key: R0UT1NGKEY}
+  slack-ops: {type: slack, url: https://hooks.slack.com/services/T/B/X}
+  audit:    {type: webhook, url: https://audit.example/hook, secret: s3cret}
+routes:                      # first match wins
+  - match: {category: [child_safety, violent_extremism]}
+    team: child-safety
+    channels: [pd-tns, slack-ops]
+  - match: {severity: [SEV1, SEV2], region: [BR]}
+    team: latam
+    channels: [pd-tns]
+default:
+  team: live-ops
+  channels: [slack-ops]
+```
+
+A match lists allowed values per field (category, severity, region, stream_id, kind); a
+missing field matches anything. Validation happens at start with messages that name the
+offending path, so a bad file stops the notifier with one clear line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+
+from shared.errors import ConfigError
+
+MATCH_FIELDS = ("category", "severity", "region", "stream_id", "kind")
+
+
+class PagerDutyChannel(BaseModel):
+    """PagerDuty Events API v2."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["pagerduty"]
+    url: HttpUrl = HttpUrl("https://events.pagerduty.com/v2/enqueue")
+    routing_key: Annotated[str, Field(min_length=1)]
+
+
+class SlackChannel(BaseModel):
+    """A Slack-compatible incoming webhook."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["slack"]
+    url: HttpUrl
+
+
+class WebhookChannel(BaseModel):
+    """A generic JSON webhook, signed with HMAC-SHA256."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["webhook"]
+    url: HttpUrl
+    secret: Annotated[str, Field(min_length=8)]
+
+
+ChannelConfig = Annotated[PagerDutyChannel | SlackChannel | WebhookChannel, Field(discriminator="type")]
+
+
+class Match(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    category: list[str] | None = None
+    severity: list[str] | None = None
+    region: list[str] | None = None
+    stream_id: list[str] | None = None
+    kind: list[str] | None = None
+
+    def matches(self, attrs: dict[str, Any]) -> bool:
+        for f in MATCH_FIELDS:
+            allowed = getattr(self, f)
+            if allowed is not None and attrs.get(f) not in allowed:
+                return False
+        return True
+
+
+class Route(BaseModel):
+    """Where matching incidents go."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    match: Match = Field(default_factory=Match)
+    team: Annotated[str, Field(min_length=1)]
+    channels: list[str] = Field(default_factory=list)
+
+
+class Routing(BaseModel):
+    """The whole routing file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+    routes: list[Route] = Field(default_factory=list)
+    default: Route = Field(default_factory=lambda: Route(team="live-ops"))
+
+    @model_validator(mode="after")
+    def _channels_exist(self) -> Routing:
+        for i, r in enumerate([*self.routes, self.default]):
+            for c in r.channels:
+                if c not in self.channels:
+                    where = f"routes[{i}]" if i < len(self.routes) else "default"
+                    raise ValueError(f"{where} names unknown channel {c!r}")
+        return self
+
+    def route(self, attrs: dict[str, Any]) -> Route:
+        """The first route whose match fits, else the default."""
+        for r in self.routes:
+            if r.match.matches(attrs):
+                return r
+        return self.default
+
+
+def load_routing(path: Path | None) -> Routing:
+    """Read and validate the routing file; no file means the default route, no channels."""
+    if path is None:
+        return Routing()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"routing file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"routing file {path} is not valid YAML: {exc}") from exc
+    try:
+        return Routing.model_validate(data or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise ConfigError(f"routing file {path}: {loc}: {first['msg']}") from exc

@@ -1,0 +1,220 @@
+"""Pages through the outbox to a real local HTTP receiver: every page arrives, once per key."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+
+from services.notifier.channels.webhook import sign
+from services.notifier.delivery import Deliverer, build_channels
+from services.notifier.metrics import NotifierMetrics
+from services.notifier.outbox import RetryPolicy
+from services.notifier.routing import Routing, load_routing
+from services.notifier.store import act, apply_signal
+from shared.clock import ManualClock
+from shared.db import open_engine
+from shared.events import Category, Severity, Signal
+from shared.settings import Settings
+from tests.helpers import eventually
+from tests.receiver import Receiver, running_receiver
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def routing_for(rec: Receiver, tmp_path: Path) -> Routing:
+    f = tmp_path / "routing.yaml"
+    f.write_text(f"""
+channels:
+  pd: {{type: pagerduty, url: "{rec.base}/pd", routing_key: R0UTE}}
+  chat: {{type: slack, url: "{rec.base}/slack"}}
+  audit: {{type: webhook, url: "{rec.base}/hook", secret: "hunter2hunter2"}}
+routes:
+  - match: {{category: [spam]}}
+    team: spam-patrol
+    channels: [chat]
+default:
+  team: live-ops
+  channels: [pd, chat, audit]
+""")
+    return load_routing(f)
+
+
+def signal(i: int, severity: str = "SEV2", kind: str = "spike", category: str = "violence") -> Signal:
+    return Signal(
+        signal_id=f"sig-{i}", kind=kind, dedup_key=f"spike:s1:{category}", stream_id="s1",  # type: ignore[arg-type]
+        category=Category(category), severity=Severity(severity), score=0.6, observed_at=T0,
+        window_start=T0, report_count=40, reason="40 violence reports on s1", sample_report_ids=["r1"],
+    )
+
+
+def deliverer(engine, routing: Routing, http: httpx.AsyncClient, clock: ManualClock,  # type: ignore[no-untyped-def]
+              max_attempts: int = 5) -> Deliverer:
+    return Deliverer(engine, build_channels(routing), http, clock, NotifierMetrics(CollectorRegistry()),
+                     policy=RetryPolicy(max_attempts=max_attempts, base_s=1.0, cap_s=4.0), seed=1)
+
+
+async def drain(d: Deliverer, clock: ManualClock, rounds: int = 20) -> None:
+    """Deliver everything due, moving the manual clock past every backoff."""
+    for _ in range(rounds):
+        while await d.deliver_due():
+            pass
+        clock.advance(timedelta(seconds=5))
+
+
+async def test_trigger_update_ack_resolve_reach_every_channel_once(settings: Settings, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = routing_for(rec, tmp_path)
+        d = deliverer(engine, routing, http, clock)
+        async with engine.begin() as conn:
+            res = await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
+            await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)  # redelivery
+            await apply_signal(conn, signal=signal(2, "SEV1"), now=clock.now(), routing=routing)
+        assert res.created and res.notified == 3
+        async with engine.begin() as conn:
+            await act(conn, incident_id=res.incident_id, action="acknowledge", actor="alice",
+                      now=clock.now(), routing=routing)
+            await act(conn, incident_id=res.incident_id, action="acknowledge", actor="bob",
+                      now=clock.now(), routing=routing)  # already acknowledged: nothing new
+            await act(conn, incident_id=res.incident_id, action="resolve", actor="alice",
+                      now=clock.now(), routing=routing, note="stream ended")
+        await drain(d, clock)
+
+    pd = [r.json() for r in rec.requests if r.path == "/pd"]
+    assert [p["event_action"] for p in pd] == ["trigger", "trigger", "acknowledge", "resolve"]
+    assert {p["dedup_key"] for p in pd} == {"spike:s1:violence"}
+    assert pd[0]["payload"]["severity"] == "error" and pd[1]["payload"]["severity"] == "critical"
+    assert pd[0]["routing_key"] == "R0UTE" and pd[0]["payload"]["custom_details"]["report_count"] == 40
+    assert len([r for r in rec.requests if r.path == "/slack"]) == 4
+    hooks = [r for r in rec.requests if r.path == "/hook"]
+    assert len(hooks) == 4
+    for h in hooks:  # the signature verifies with the shared secret
+        ts = h.headers["x-livetriage-timestamp"]
+        assert h.headers["x-livetriage-signature"] == sign("hunter2hunter2", ts, h.body)
+    keys = [r.headers["idempotency-key"] for r in rec.requests]
+    assert len(keys) == len(set(keys)) == 12
+
+
+async def test_route_by_category(settings: Settings, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = routing_for(rec, tmp_path)
+        async with engine.begin() as conn:
+            res = await apply_signal(conn, signal=signal(1, category="spam"), now=clock.now(), routing=routing)
+            team = await conn.scalar(sa.text("SELECT team FROM incidents WHERE id = :i"), {"i": res.incident_id})
+        await drain(deliverer(engine, routing, http, clock), clock)
+    assert team == "spam-patrol" and [r.path for r in rec.requests] == ["/slack"]
+
+
+async def test_endpoint_down_then_up_delivers_each_page_once(settings: Settings, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = routing_for(rec, tmp_path)
+        rec.failures = 7  # the first seven requests get a 500 (and 429 would be the same)
+        async with engine.begin() as conn:
+            await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
+        await drain(deliverer(engine, routing, http, clock, max_attempts=10), clock)
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.text(
+                "SELECT n.status, n.attempts, count(a.id) FROM notifications n "
+                "JOIN notification_attempts a ON a.notification_id = n.id GROUP BY n.id"))).all()
+    assert sorted(r.path for r in rec.requests) == ["/hook", "/pd", "/slack"]
+    assert all(status == "sent" for status, _, _ in rows)
+    assert sum(attempts for _, attempts, _ in rows) == 3 + 7
+    assert all(attempts == n for _, attempts, n in rows)  # every attempt is recorded
+
+
+async def test_a_permanent_error_marks_the_page_dead_and_visible(settings: Settings, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = routing_for(rec, tmp_path)
+        rec.failures, rec.fail_with = 3, 400
+        async with engine.begin() as conn:
+            res = await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
+        await drain(deliverer(engine, routing, http, clock), clock)
+        from services.notifier.api.app import create_app
+        from services.notifier.api.deps import ApiState
+
+        async def ok() -> None:
+            return None
+
+        app = create_app(ApiState(settings, engine, CollectorRegistry(), ok, routing=routing, clock=clock))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as api:
+            notes = (await api.get(f"/v1/incidents/{res.incident_id}/notifications")).json()
+    assert sorted(n["status"] for n in notes) == ["dead", "dead", "dead"]
+    assert all(n["attempts"] == 1 and "try later" in n["last_error"] for n in notes)
+
+
+async def test_crash_during_send_resends_under_the_same_key(settings: Settings, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = routing_for(rec, tmp_path)
+        async with engine.begin() as conn:
+            await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
+        rec.hold = asyncio.Event()
+        first = asyncio.create_task(deliverer(engine, routing, http, clock).deliver_due())
+        await asyncio.wait_for(rec.arrived.wait(), 10)
+        first.cancel()  # the worker dies with requests in flight and nothing recorded
+        await asyncio.gather(first, return_exceptions=True)
+        rec.hold.set()
+        rec.hold = None
+        await eventually(lambda: len(rec.requests) == 3, what="the in-flight requests complete")
+        await drain(deliverer(engine, routing, http, clock), clock)
+    keys = [r.headers["idempotency-key"] for r in rec.requests]
+    assert len(keys) == 6 and len(set(keys)) == 3  # each page twice, never under a new key
+
+
+def test_bad_routing_files_fail_with_one_clear_line(tmp_path: Path) -> None:
+    from shared.errors import ConfigError
+
+    cases = {
+        "routes: [{team: x, channels: [nope]}]": "unknown channel 'nope'",
+        "channels: {a: {type: carrier-pigeon, url: 'http://x'}}": "channels.a",
+        "routes: [: bad": "not valid YAML",
+        "default: {channels: []}": "default.team",
+    }
+    for text, expected in cases.items():
+        f = tmp_path / "r.yaml"
+        f.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_routing(f)
+        assert expected in str(err.value), str(err.value)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_routing(tmp_path / "missing.yaml")
+
+
+async def test_reports_to_page_end_to_end(broker: str, database_url: str, tmp_path: Path) -> None:
+    """Reports in on Kafka, a page out at the receiver; then acknowledged over HTTP."""
+    from livetriage.runtime import ROLES, start_services
+    from shared.kafka import ensure_topics
+    from tests.conftest import make_settings
+    from tests.helpers import encode_reports, publish, report
+
+    async with running_receiver() as rec:
+        routing_for(rec, tmp_path)
+        s = make_settings(broker, database_url, routing_file=tmp_path / "routing.yaml")
+        await ensure_topics(s)
+        stop = asyncio.Event()
+        now = datetime.now(UTC)
+        async with start_services(s, ROLES, stop) as running:
+            await publish(s, s.reports_topic, encode_reports(
+                [report("hot", "violence", at=now, viewer_count=80_000) for _ in range(60)]))
+            await eventually(lambda: any(r.path == "/pd" for r in rec.requests), timeout=30, what="a page")
+            trigger = next(r.json() for r in rec.requests if r.path == "/pd")
+            assert trigger["event_action"] == "trigger" and trigger["dedup_key"] == "spike:hot:violence"
+            incident_id = trigger["payload"]["custom_details"]["incident_id"]
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.api_port}") as api:
+                r = await api.post(f"/v1/incidents/{incident_id}/acknowledge", json={"actor": "oncall-amy"})
+                assert r.status_code == 200 and r.json()["acknowledged_by"] == "oncall-amy"
+                bad = await api.post(f"/v1/incidents/{incident_id}/acknowledge", json={})
+                assert bad.status_code == 422
+            await eventually(
+                lambda: any(r.path == "/pd" and r.json()["event_action"] == "acknowledge" for r in rec.requests),
+                timeout=15, what="the acknowledge reached PagerDuty")
