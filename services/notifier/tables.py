@@ -35,6 +35,13 @@ incidents = sa.Table(
     sa.Column("acknowledged_by", sa.Text),
     sa.Column("resolved_by", sa.Text),
     sa.Column("resolved_how", sa.Text),
+    sa.Column("first_action_at", TS),
+    sa.Column("time_to_action_s", sa.Float),
+    sa.Column("assignee", sa.Text),
+    sa.Column("escalation_policy", sa.Text),
+    sa.Column("escalation_level", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_escalation_at", TS),
+    sa.Column("silenced_by", pg.UUID(as_uuid=True)),
 )
 
 incident_signals = sa.Table(
@@ -86,4 +93,63 @@ notification_attempts = sa.Table(
     sa.Column("status_code", sa.Integer),
     sa.Column("error", sa.Text),
     sa.Column("duration_ms", sa.Float, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("prefix", sa.Text, nullable=False),
+    sa.Column("secret_hash", sa.Text, nullable=False),
+    sa.Column("scopes", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("revoked_at", TS),
+    sa.Column("last_used_at", TS),
+)
+
+silences = sa.Table(
+    "silences",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("matchers", pg.JSONB, nullable=False),
+    sa.Column("starts_at", TS, nullable=False),
+    sa.Column("ends_at", TS, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("expired_at", TS),
+)
+
+inhibit_rules = sa.Table(
+    "inhibit_rules",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("source_match", pg.JSONB, nullable=False),
+    sa.Column("target_match", pg.JSONB, nullable=False),
+    sa.Column("equal", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+moderation_actions = sa.Table(
+    "moderation_actions",
+    metadata,
+    sa.Column("action_id", sa.Text, primary_key=True),
+    sa.Column("stream_id", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("acted_at", TS, nullable=False),
+    sa.Column("received_at", TS, nullable=False),
+    sa.Column("payload", pg.JSONB, nullable=False),
+)
+
+incident_severity = sa.Table(
+    "incident_severity",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("incident_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("severity", sa.Text, nullable=False),
 )
