@@ -46,6 +46,44 @@ async def reset_triage_state(settings: Settings) -> None:
             await TriageStore(engine, group).reset()
 
 
+async def first_admin_key(settings: Settings) -> str | None:
+    """Without a bootstrap key and with no keys yet, create one admin key to hand out."""
+    if settings.bootstrap_api_key is not None:
+        return None
+    from services.notifier.auth import any_keys, create_key
+    from shared.clock import SystemClock
+    from shared.db import open_engine
+
+    async with open_engine(settings) as engine, engine.begin() as conn:
+        if await any_keys(conn):
+            return None
+        key, _ = await create_key(conn, name="admin", scopes=["admin"], now=SystemClock().now())
+        return key
+
+
+async def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:
+    from services.notifier.auth import create_key, list_keys, revoke_key
+    from shared.clock import SystemClock
+    from shared.db import open_engine
+
+    async with open_engine(settings) as engine, engine.begin() as conn:
+        now = SystemClock().now()
+        if args.keys_command == "create":
+            try:
+                key, _ = await create_key(conn, name=args.name, scopes=args.scopes.split(","), now=now)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
+            print(f"{key}\n(shown once: store it now)")
+        elif args.keys_command == "revoke":
+            if not await revoke_key(conn, prefix=args.prefix, now=now):
+                raise ConfigError(f"no active key with prefix {args.prefix}")
+            print(f"revoked {args.prefix}")
+        else:
+            for k in await list_keys(conn):
+                state = "revoked" if k["revoked_at"] else "active"
+                print(f"{k['prefix']}  {k['name']:<20} {','.join(k['scopes']):<18} {state}")
+
+
 async def cmd_up(settings: Settings) -> None:
     stop = asyncio.Event()
     _install_stop(stop)
@@ -65,7 +103,10 @@ async def cmd_up(settings: Settings) -> None:
         if "kafka_bootstrap_servers" in updates:
             # a fresh embedded broker starts empty: checkpointed offsets no longer apply
             await reset_triage_state(settings)
+        first_key = await first_admin_key(settings)
         async with start_services(settings, ROLES, stop) as running:
+            if first_key:
+                print(f"Created the first admin API key (shown once, keep it):\n  {first_key}", flush=True)
             print(
                 f"livetriage is up\n"
                 f"  API      http://{settings.api_host}:{running.api_port}/v1/incidents\n"
@@ -136,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--spike-at", type=float, default=5.0, help="seconds after start")
     sim.add_argument("--spike-duration", type=float, default=30.0)
     sim.add_argument("--spike-rate", type=float, default=20.0, help="extra reports/s on the stream")
+    keys = sub.add_parser("keys", help="manage API keys (needs DATABASE_URL)")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    kc = ksub.add_parser("create", help="create a key and print it once")
+    kc.add_argument("--name", required=True)
+    kc.add_argument("--scopes", default="read", help="comma-separated: read, write, admin")
+    kr = ksub.add_parser("revoke", help="revoke a key by its prefix")
+    kr.add_argument("prefix")
+    ksub.add_parser("list", help="list keys (prefixes, names, scopes)")
     sch = sub.add_parser("schema", help="print the report contract as JSON Schema")
     sch.add_argument("--out", type=Path, default=None)
     return p
@@ -163,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                 print("database migrated")
             case "simulate":
                 asyncio.run(cmd_simulate(settings, args))
+            case "keys":
+                settings.require_database()
+                asyncio.run(cmd_keys(settings, args))
             case "schema":
                 text = json.dumps(report_json_schema(), indent=2) + "\n"
                 if args.out:

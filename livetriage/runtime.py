@@ -17,16 +17,20 @@ from dataclasses import dataclass, field
 import httpx
 import uvicorn
 from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.metrics import IngestMetrics
 from services.ingest.runner import run_ingest
 from services.notifier.api.app import create_app
 from services.notifier.api.deps import ApiState
+from services.notifier.auth import ensure_key
 from services.notifier.delivery import Deliverer, build_channels
+from services.notifier.escalator import Escalator
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.outbox import RetryPolicy
 from services.notifier.routing import load_routing
 from services.notifier.runner import run_notifier
+from services.notifier.actions import run_actions
 from services.triage.metrics import TriageMetrics
 from services.triage.runner import run_triage
 from shared.clock import Clock, SystemClock
@@ -58,6 +62,7 @@ class Running:
     notifier: NotifierMetrics | None = None
     api_port: int | None = None
     deliverer: Deliverer | None = None
+    escalator: Escalator | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -109,6 +114,8 @@ async def start_services(
             assert engine is not None
             running.notifier = NotifierMetrics(registry)
             routing = load_routing(settings.routing_file)
+            if settings.bootstrap_api_key is not None:
+                await ensure_bootstrap_key(engine, settings.bootstrap_api_key.get_secret_value())
             http = await stack.enter_async_context(
                 httpx.AsyncClient(timeout=settings.delivery_timeout_s, follow_redirects=False)
             )
@@ -119,6 +126,8 @@ async def start_services(
             )
             running.deliverer = deliverer
             running.tasks.append(asyncio.create_task(deliverer.run(stop), name="delivery"))
+            running.escalator = Escalator(engine, routing, clock or SystemClock(), on_enqueued=deliverer.wake.set)
+            running.tasks.append(asyncio.create_task(running.escalator.run(stop), name="escalation"))
             running.tasks.append(
                 asyncio.create_task(
                     run_notifier(
@@ -132,6 +141,13 @@ async def start_services(
                         on_enqueued=deliverer.wake.set,
                     ),
                     name="notifier",
+                )
+            )
+            running.tasks.append(
+                asyncio.create_task(
+                    run_actions(settings, engine=engine, producer=producer, clock=clock or SystemClock(),
+                                stop=stop, routing=routing, on_enqueued=deliverer.wake.set),
+                    name="actions",
                 )
             )
             if api:
@@ -173,6 +189,17 @@ async def start_services(
             for task, res in zip(running.tasks, results, strict=True):
                 if isinstance(res, BaseException) and not isinstance(res, asyncio.CancelledError):
                     log.error("%s ended with %r", task.get_name(), res)
+
+
+async def ensure_bootstrap_key(engine: AsyncEngine, key: str) -> None:
+    from shared.errors import ConfigError
+
+    try:
+        async with engine.begin() as conn:
+            if await ensure_key(conn, key=key, name="bootstrap", now=SystemClock().now()):
+                log.info("bootstrap API key created")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 async def serve_until_stopped(running: Running, stop: asyncio.Event) -> None:

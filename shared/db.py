@@ -36,7 +36,10 @@ def create_engine(settings: Settings, **kw: object) -> AsyncEngine:
         async_url(settings.require_database()),
         pool_size=10,
         max_overflow=5,
-        pool_pre_ping=True,
+        # no pre-ping: it costs a round trip per checkout; a dead connection fails one
+        # attempt, which the runners retry and the API reports, then the pool replaces it
+        pool_pre_ping=False,
+        pool_recycle=1800,
         **kw,  # type: ignore[arg-type]
     )
 

@@ -123,3 +123,23 @@ def report_json_schema() -> dict[str, Any]:
     schema["$id"] = "https://livetriage.dev/schemas/report.v1.json"
     schema["additionalProperties"] = True
     return schema
+
+
+ActionKind = Literal["stream_ended", "content_removed", "warning", "no_violation", "account_suspended"]
+TERMINAL_ACTIONS: frozenset[str] = frozenset({"stream_ended", "content_removed", "account_suspended"})
+
+
+class ModerationAction(BaseModel):
+    """What a moderator (or an automated enforcer) did about a stream, on ``moderation.actions``.
+
+    Idempotent by ``action_id``. A terminal action (stream ended, content removed, account
+    suspended) resolves the stream's open incidents.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    action_id: Identifier = Field(description="Idempotency key: the same id is one action.")
+    stream_id: Identifier
+    action: ActionKind
+    actor: Identifier = Field(description="Who acted: a moderator id or a system name.")
+    acted_at: AwareDatetime = Field(description="When the action was taken, RFC 3339 with an offset.")

@@ -99,6 +99,8 @@ def topics_of(settings: Settings) -> list[str]:
         settings.dlq_topic,
         settings.clean_topic + ".dlq",
         settings.signals_topic + ".dlq",
+        settings.actions_topic,
+        settings.actions_topic + ".dlq",
     ]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     clean_topic: str = "triage.reports"
     signals_topic: str = "triage.signals"
     dlq_topic: str = "live.reports.dlq"
+    actions_topic: str = Field("moderation.actions", description="Moderation actions taken on streams.")
     topic_partitions: int = Field(6, ge=1, description="Partitions for topics livetriage creates.")
     topic_replication: int = Field(1, ge=1)
 
@@ -46,6 +47,7 @@ class Settings(BaseSettings):
     ingest_group: str = "livetriage-ingest"
     triage_group: str = "livetriage-triage"
     notifier_group: str = "livetriage-notifier"
+    actions_group: str = "livetriage-actions"
     batch_max_records: int = Field(5000, ge=1, description="Max records handled per batch.")
     poll_timeout_ms: int = Field(200, ge=1)
     session_timeout_ms: int = Field(10_000, ge=1000)
@@ -96,6 +98,9 @@ class Settings(BaseSettings):
     delivery_timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one attempt.")
 
     # --- notifier / API
+    bootstrap_api_key: SecretStr | None = Field(
+        None, description="An admin API key (lt_<prefix>_<secret>) to create at start, for automation."
+    )
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535)
     metrics_port: int = Field(0, ge=0, le=65535, description="Standalone services: 0 = off.")

@@ -67,12 +67,34 @@ def pg_admin_url() -> Iterator[str]:
         server.cleanup()
 
 
+# Keys every test database has (created in the template), one per scope.
+ADMIN_KEY = "lt_tadmin01_" + "a" * 40
+WRITE_KEY = "lt_twrite01_" + "w" * 40
+READ_KEY = "lt_tread001_" + "r" * 40
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+async def _seed_keys(url: str) -> None:
+    from datetime import UTC, datetime
+
+    from services.notifier.auth import create_key
+    from shared.settings import Settings as _S
+    from shared.db import open_engine
+
+    async with open_engine(_S(database_url=url)) as engine, engine.begin() as conn:
+        now = datetime.now(UTC)
+        for key, name, scope in ((ADMIN_KEY, "test-admin", "admin"), (WRITE_KEY, "test-writer", "write"),
+                                 (READ_KEY, "test-reader", "read")):
+            await create_key(conn, name=name, scopes=[scope], now=now, key=key)
+
+
 @pytest.fixture(scope="session")
 def template_db(pg_admin_url: str) -> Iterator[str]:
     """A migrated template database; tests clone it (CREATE DATABASE ... TEMPLATE)."""
     name = f"lt_tmpl_{uuid.uuid4().hex[:8]}"
     asyncio.run(_admin(pg_admin_url, f'CREATE DATABASE "{name}"'))
     migrate(with_database(pg_admin_url, name))
+    asyncio.run(_seed_keys(with_database(pg_admin_url, name)))
     yield name
     asyncio.run(_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -114,9 +136,11 @@ def make_settings(broker: str, database_url: str, **overrides: object) -> Settin
         "signals_topic": f"triage.signals.{tag}",
         "trends_topic": f"triage.trends.{tag}",
         "dlq_topic": f"live.reports.dlq.{tag}",
+        "actions_topic": f"moderation.actions.{tag}",
         "ingest_group": f"ingest-{tag}",
         "triage_group": f"triage-{tag}",
         "notifier_group": f"notifier-{tag}",
+        "actions_group": f"actions-{tag}",
         "trend_group": f"trends-{tag}",
         "topic_partitions": 3,
         # tansu makes a joining member wait about half the session timeout

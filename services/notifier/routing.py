@@ -20,6 +20,10 @@ default:
 A match lists allowed values per field (category, severity, region, stream_id, kind); a
 missing field matches anything. Validation happens at start with messages that name the
 offending path, so a bad file stops the notifier with one clear line.
+
+Optional on-call keys: ``schedules`` (per team, see ``services.notifier.oncall``),
+``escalation_policies`` (see ``services.notifier.escalation``) and, on a route,
+``escalation_policy: <name>``: incidents on that route page its levels until acknowledged.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
 
+from services.notifier.escalation import EscalationPolicy
+from services.notifier.oncall import Schedule
 from shared.errors import ConfigError
 
 MATCH_FIELDS = ("category", "severity", "region", "stream_id", "kind")
@@ -87,6 +93,7 @@ class Route(BaseModel):
     match: Match = Field(default_factory=Match)
     team: Annotated[str, Field(min_length=1)]
     channels: list[str] = Field(default_factory=list)
+    escalation_policy: str | None = None  # a name under escalation_policies
 
 
 class Routing(BaseModel):
@@ -96,6 +103,8 @@ class Routing(BaseModel):
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
     default: Route = Field(default_factory=lambda: Route(team="live-ops"))
+    schedules: dict[str, Schedule] = Field(default_factory=dict)  # keyed by team
+    escalation_policies: dict[str, EscalationPolicy] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _channels_exist(self) -> Routing:
@@ -104,6 +113,17 @@ class Routing(BaseModel):
                 if c not in self.channels:
                     where = f"routes[{i}]" if i < len(self.routes) else "default"
                     raise ValueError(f"{where} names unknown channel {c!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _escalation_names_exist(self) -> Routing:
+        for i, r in enumerate([*self.routes, self.default]):
+            if r.escalation_policy is not None and r.escalation_policy not in self.escalation_policies:
+                where = f"routes[{i}]" if i < len(self.routes) else "default"
+                raise ValueError(f"{where} names unknown escalation policy {r.escalation_policy!r}")
+        for name, policy in self.escalation_policies.items():
+            for s in sorted(policy.schedules() - set(self.schedules)):
+                raise ValueError(f"escalation_policies.{name} names unknown schedule {s!r}")
         return self
 
     def route(self, attrs: dict[str, Any]) -> Route:

@@ -18,9 +18,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.notifier.escalator import start_escalation
 from services.notifier.incidents import IncidentState, kind_of, merge, open_incident
 from services.notifier.outbox import enqueue, incident_payload
 from services.notifier.routing import Routing
+from services.notifier.silence_store import held_by
 from services.notifier.tables import incident_signals, incident_timeline, incidents
 from shared.events import Severity, Signal
 
@@ -137,8 +139,22 @@ async def notify(
     route = routing.route(row)
     if set_team or row.get("team") is None:
         await conn.execute(incidents.update().where(incidents.c.id == incident_id).values(team=route.team))
+    held = await held_by(conn, incident={**row, "team": route.team}, now=now)
+    if held is not None:  # a silence or an inhibition: record it, page nobody
+        if held.silence_id is not None:
+            await conn.execute(incidents.update().where(incidents.c.id == incident_id)
+                               .values(silenced_by=held.silence_id))
+        await conn.execute(incident_timeline.insert().values(
+            incident_id=incident_id, at=now, kind=held.kind, actor=SYSTEM_ACTOR,
+            detail={**held.detail, "kind": kind, "event": event},
+        ))
+        return 0
+    payload = incident_payload(row, route.team)
+    if set_team and route.escalation_policy is not None:  # a new incident: page level 1, time level 2
+        payload["targets"] = await start_escalation(conn, incident_id=incident_id, routing=routing,
+                                                    policy_name=route.escalation_policy, now=now)
     n = await enqueue(conn, incident_id=incident_id, event=event, kind=kind, channels=route.channels,
-                      payload=incident_payload(row, route.team), now=now)
+                      payload=payload, now=now)
     if n:
         await conn.execute(incident_timeline.insert().values(
             incident_id=incident_id, at=now, kind="page_queued", actor=SYSTEM_ACTOR,
@@ -174,12 +190,14 @@ async def act(
             raise IncidentConflict("incident is resolved; it cannot be acknowledged")
         if status == "triggered":
             await conn.execute(incidents.update().where(incidents.c.id == incident_id).values(
-                status="acknowledged", acknowledged_at=now, acknowledged_by=actor, updated_at=now))
+                status="acknowledged", acknowledged_at=now, acknowledged_by=actor, updated_at=now,
+                next_escalation_at=None))
             timeline_id = await _timeline(conn, incident_id, now, "acknowledged", actor, {"note": note})
     elif action == "resolve":
         if status != "resolved":
             await conn.execute(incidents.update().where(incidents.c.id == incident_id).values(
-                status="resolved", resolved_at=now, resolved_by=actor, resolved_how="manual", updated_at=now))
+                status="resolved", resolved_at=now, resolved_by=actor, resolved_how="manual", updated_at=now,
+                next_escalation_at=None))
             timeline_id = await _timeline(conn, incident_id, now, "resolved", actor,
                                           {"how": "manual", "note": note})
     elif action == "note":

@@ -17,6 +17,8 @@ from shared.db import open_engine
 from shared.events import Category, Severity, Signal
 from shared.settings import Settings
 
+from tests.conftest import AUTH
+
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -49,7 +51,7 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
                     now=T0 + timedelta(seconds=i // 2),  # ties in detected_at on purpose
                 )
         app = create_app(ApiState(settings, engine, CollectorRegistry(), broker_ok))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t", headers=AUTH) as c:
             yield c
 
 
@@ -118,8 +120,50 @@ async def test_health_ready_metrics_docs(api: httpx.AsyncClient) -> None:
 async def test_readyz_says_which_dependency_is_down(settings: Settings) -> None:
     async with open_engine(settings) as engine:
         app = create_app(ApiState(settings, engine, CollectorRegistry(), broker_down))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t", headers=AUTH) as c:
             r = await c.get("/readyz")
     assert r.status_code == 503
     assert r.json()["checks"]["database"] == "ok"
     assert r.json()["checks"]["broker"].startswith("unavailable")
+
+
+async def test_every_v1_route_needs_a_key_and_the_right_scope(settings: Settings) -> None:
+    from tests.conftest import READ_KEY, WRITE_KEY
+
+    async with open_engine(settings) as engine:
+        app = create_app(ApiState(settings, engine, CollectorRegistry(), broker_ok))
+        spec = app.openapi()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+            zero = "00000000-0000-0000-0000-000000000000"
+            for path, item in spec["paths"].items():
+                url = path.replace("{incident_id}", zero)
+                for method in item:
+                    if not path.startswith("/v1/"):
+                        continue
+                    anonymous = await c.request(method, url, json={})
+                    assert anonymous.status_code == 401, (method, path)
+                    assert anonymous.headers["www-authenticate"] == "Bearer"
+                    bogus = await c.request(method, url, json={}, headers={"Authorization": "Bearer lt_nope_x"})
+                    assert bogus.status_code == 401, (method, path)
+                    reader = await c.request(method, url, json={}, headers={"X-API-Key": READ_KEY})
+                    if method == "get":
+                        assert reader.status_code != 401 and reader.status_code != 403, (method, path)
+                    else:
+                        assert reader.status_code == 403, (method, path)
+                        assert reader.json()["detail"] == "this key lacks the 'write' scope"
+            assert (await c.get("/healthz")).status_code == 200  # health stays open
+            writer = await c.post(f"/v1/incidents/{zero}/notes", json={"text": "hi"},
+                                  headers={"Authorization": f"Bearer {WRITE_KEY}"})
+            assert writer.status_code == 404  # allowed through; the incident does not exist
+
+
+async def test_the_actor_defaults_to_the_key_name(api: httpx.AsyncClient) -> None:
+    inc = (await api.get("/v1/incidents", params={"limit": 1})).json()["items"][0]
+    r = await api.post(f"/v1/incidents/{inc['id']}/acknowledge", json={})
+    assert r.status_code == 200 and r.json()["acknowledged_by"] == "test-admin"
+    again = await api.post(f"/v1/incidents/{inc['id']}/resolve", json={"actor": "amy", "note": "ok"})
+    assert again.json()["status"] == "resolved" and again.json()["resolved_by"] == "amy"
+    late = await api.post(f"/v1/incidents/{inc['id']}/acknowledge", json={})
+    assert late.status_code == 409 and late.headers["content-type"].startswith("application/problem+json")
+    tl = [e["kind"] for e in (await api.get(f"/v1/incidents/{inc['id']}/timeline")).json()]
+    assert tl[-2:] == ["acknowledged", "resolved"]

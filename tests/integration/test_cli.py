@@ -73,6 +73,10 @@ async def test_up_embedded_then_simulate_a_spike(tmp_path: Path) -> None:
     proc, port, lines = await start_up(env, tmp_path)
     try:
         assert "embedded tansu" in "".join(lines)
+        banner = "".join(lines)
+        key_match = re.search(r"API key \(shown once, keep it\):\n\s+(lt_\S+)", banner)
+        assert key_match, banner
+        auth = {"Authorization": f"Bearer {key_match.group(1)}"}
         sim = await asyncio.create_subprocess_exec(
             *CLI, "simulate", "--rate", "50", "--duration", "4", "--spike", "--spike-at", "0",
             "--spike-rate", "30", "--spike-duration", "4",
@@ -82,7 +86,7 @@ async def test_up_embedded_then_simulate_a_spike(tmp_path: Path) -> None:
         out, _ = await asyncio.wait_for(sim.communicate(), timeout=60)
         assert sim.returncode == 0, out.decode()
         assert re.search(r"sent \d+ records \(\d+ to the spike stream\)", out.decode())
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=auth) as http:
 
             async def spike_incident() -> list:  # type: ignore[type-arg]
                 r = await http.get("/v1/incidents", params={"stream_id": "stream-spike"})
@@ -137,3 +141,28 @@ async def test_invalid_setting_is_reported() -> None:
     )
     _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 2 and "api_port" in err.decode() and "Traceback" not in err.decode()
+
+
+async def test_keys_cli_creates_lists_and_revokes(database_url: str) -> None:
+    env = clean_env(DATABASE_URL=database_url)
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *CLI, "keys", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    code, out, _ = await cli("create", "--name", "grafana", "--scopes", "read")
+    assert code == 0
+    key = out.split()[0]
+    assert re.fullmatch(r"lt_[0-9a-f]{8}_\S{40,}", key)
+    prefix = key.split("_")[1]
+    code, out, _ = await cli("list")
+    assert code == 0 and re.search(rf"{prefix}\s+grafana\s+read\s+active", out)
+    assert key not in out  # never shown again
+    code, out, _ = await cli("revoke", prefix)
+    assert code == 0
+    code, out, _ = await cli("list")
+    assert re.search(rf"{prefix}\s+grafana\s+read\s+revoked", out)
+    code, _, err = await cli("create", "--name", "x", "--scopes", "root")
+    assert code == 2 and "scopes must be" in err

@@ -24,6 +24,8 @@ from shared.settings import Settings
 from tests.helpers import eventually
 from tests.receiver import Receiver, running_receiver
 
+from tests.conftest import AUTH
+
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -146,7 +148,7 @@ async def test_a_permanent_error_marks_the_page_dead_and_visible(settings: Setti
             return None
 
         app = create_app(ApiState(settings, engine, CollectorRegistry(), ok, routing=routing, clock=clock))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as api:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t", headers=AUTH) as api:
             notes = (await api.get(f"/v1/incidents/{res.incident_id}/notifications")).json()
     assert sorted(n["status"] for n in notes) == ["dead", "dead", "dead"]
     assert all(n["attempts"] == 1 and "try later" in n["last_error"] for n in notes)
@@ -210,11 +212,11 @@ async def test_reports_to_page_end_to_end(broker: str, database_url: str, tmp_pa
             trigger = next(r.json() for r in rec.requests if r.path == "/pd")
             assert trigger["event_action"] == "trigger" and trigger["dedup_key"] == "spike:hot:violence"
             incident_id = trigger["payload"]["custom_details"]["incident_id"]
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.api_port}") as api:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.api_port}", headers=AUTH) as api:
                 r = await api.post(f"/v1/incidents/{incident_id}/acknowledge", json={"actor": "oncall-amy"})
                 assert r.status_code == 200 and r.json()["acknowledged_by"] == "oncall-amy"
-                bad = await api.post(f"/v1/incidents/{incident_id}/acknowledge", json={})
-                assert bad.status_code == 422
+                bad = await api.post(f"/v1/incidents/{incident_id}/acknowledge", json={"actor": ""})
+                assert bad.status_code == 422 and "actor" in bad.json()["detail"]
             await eventually(
                 lambda: any(r.path == "/pd" and r.json()["event_action"] == "acknowledge" for r in rec.requests),
                 timeout=15, what="the acknowledge reached PagerDuty")

@@ -11,6 +11,7 @@ import pytest
 
 from livetriage.runtime import ROLES, start_services
 from shared.settings import Settings
+from tests.conftest import AUTH
 from tests.helpers import encode_reports, eventually, publish, read_topic, report
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,7 @@ async def test_reports_become_an_incident_with_duplicates_and_malformed_input(se
         await publish(settings, settings.reports_topic, encode_reports(spike + quiet) + malformed)
         await publish(settings, settings.reports_topic, encode_reports(duplicates))
 
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.api_port}") as http:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.api_port}", headers=AUTH) as http:
 
             async def incident_listed() -> list:  # type: ignore[type-arg]
                 r = await http.get("/v1/incidents", params={"stream_id": "hot-stream"})
@@ -119,7 +120,7 @@ async def test_critical_report_opens_an_incident_without_a_window(settings: Sett
     rep = report("kids-stream", "child_safety", source="moderator", viewer_count=800_000)
     async with start_services(settings, ROLES, stop) as running:
         await publish(settings, settings.reports_topic, encode_reports([rep]))
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.api_port}") as http:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.api_port}", headers=AUTH) as http:
 
             async def listed() -> list:  # type: ignore[type-arg]
                 r = await http.get("/v1/incidents", params={"severity": "SEV1"})
@@ -143,6 +144,6 @@ async def test_redelivered_signals_do_not_duplicate_incidents(settings: Settings
     async with start_services(settings, ["notifier"], stop) as running:
         await publish(settings, settings.signals_topic, payload * 3)
         await eventually(lambda: running.notifier.duplicates._value.get() == 2, what="redeliveries seen")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.api_port}") as http:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.api_port}", headers=AUTH) as http:
             items = (await http.get("/v1/incidents")).json()["items"]
     assert len(items) == 1 and items[0]["signal_count"] == 1

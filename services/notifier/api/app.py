@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.notifier.api.deps import ApiState
+from services.notifier.api.deps import ApiState, authorize
 from services.notifier.api.routes import router
+from services.notifier.api.silence_routes import router as silence_router
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -32,13 +33,17 @@ def create_app(state: ApiState) -> FastAPI:
         description="Incidents raised from live-stream reports. Errors are RFC 9457 problem+json.",
     )
     app.state.api = state
-    app.include_router(router)
+    app.include_router(router, dependencies=[Depends(authorize)])
+    app.include_router(silence_router, dependencies=[Depends(authorize)])
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-                  405: "Method Not Allowed", 409: "Conflict"}
-        return _problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail))
+                  405: "Method Not Allowed", 409: "Conflict", 422: "Invalid request"}
+        resp = _problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail))
+        if exc.headers:
+            resp.headers.update(exc.headers)
+        return resp
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -20,10 +20,13 @@ from services.notifier.api.schemas import (
     IncidentPage,
     NoteIn,
     NotificationOut,
+    OnCall,
     Problem,
     Status,
+    TeamOnCall,
     TimelineEntry,
 )
+from services.notifier.oncall import who_is_on_call
 from shared.db import ping
 from shared.events import Category, Severity
 
@@ -46,7 +49,7 @@ async def list_incidents(
     stream_id: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> IncidentPage:
+) -> Response:
     """Incidents, newest first, with keyset pagination."""
     state = get_state(request)
     try:
@@ -61,15 +64,17 @@ async def list_incidents(
         )
     except store.BadCursor as exc:
         raise HTTPException(400, str(exc)) from exc
-    return IncidentPage(items=[IncidentOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+    # validated once and serialised in Rust; FastAPI would validate the model a second time
+    page = IncidentPage(items=[IncidentOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get("/v1/incidents/{incident_id}", response_model=IncidentOut, tags=["incidents"], responses=PROBLEMS)
-async def get_incident(incident_id: uuid.UUID, conn: Conn) -> IncidentOut:
+async def get_incident(incident_id: uuid.UUID, conn: Conn) -> Response:
     row = await store.get_incident(conn, incident_id=incident_id)
     if row is None:
         raise HTTPException(404, f"incident {incident_id} not found")
-    return IncidentOut.model_validate(row)
+    return Response(IncidentOut.model_validate(row).model_dump_json(), media_type="application/json")
 
 
 @router.get(
@@ -84,8 +89,11 @@ async def get_timeline(incident_id: uuid.UUID, conn: Conn) -> list[TimelineEntry
     return [TimelineEntry.model_validate(r) for r in await store.get_timeline(conn, incident_id=incident_id)]
 
 
-async def _act(request: Request, incident_id: uuid.UUID, action: str, actor: str, note: str | None) -> IncidentOut:
+async def _act(
+    request: Request, incident_id: uuid.UUID, action: str, actor: str | None, note: str | None
+) -> IncidentOut:
     state = get_state(request)
+    actor = actor or request.state.principal.name
     try:
         async with state.engine.begin() as conn:
             row = await store.act(conn, incident_id=incident_id, action=action, actor=actor,
@@ -131,6 +139,19 @@ async def incident_notifications(incident_id: uuid.UUID, conn: Conn) -> list[Not
         raise HTTPException(404, f"incident {incident_id} not found")
     rows = await outbox.for_incident(conn, incident_id=incident_id)
     return [NotificationOut.model_validate(r) for r in rows]
+
+
+@router.get("/v1/oncall", response_model=OnCall, tags=["oncall"])
+async def oncall_now(request: Request) -> OnCall:
+    """Who is on call now for each team with a schedule (overrides included)."""
+    state = get_state(request)
+    now = state.clock.now()
+    teams = []
+    for team, schedule in sorted((state.routing.schedules if state.routing else {}).items()):
+        handoffs = [r.next_handoff(now) for r in schedule.rotations]
+        teams.append(TeamOnCall(team=team, person=who_is_on_call(schedule, now),
+                                next_handoff_at=min(handoffs) if handoffs else None))
+    return OnCall(at=now, teams=teams)
 
 
 @router.get("/healthz", response_model=Health, tags=["ops"])

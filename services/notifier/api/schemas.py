@@ -86,13 +86,13 @@ class ActionIn(BaseModel):
     """Who acts on the incident, and an optional note for the timeline."""
 
     model_config = ConfigDict(extra="forbid")
-    actor: Actor
+    actor: Actor | None = Field(None, description="Defaults to the name of the API key.")
     note: Annotated[str, StringConstraints(max_length=4000)] | None = None
 
 
 class NoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    actor: Actor
+    actor: Actor | None = Field(None, description="Defaults to the name of the API key.")
     text: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
 
 
@@ -109,3 +109,18 @@ class NotificationOut(BaseModel):
     created_at: datetime
     sent_at: datetime | None
     last_error: str | None
+
+
+class TeamOnCall(BaseModel):
+    """Who carries the pager for one team (None: nobody, the schedule has not started)."""
+
+    team: str
+    person: str | None
+    next_handoff_at: datetime | None = Field(None, description="The next hand-off of its rotations.")
+
+
+class OnCall(BaseModel):
+    """Who is on call now, per team with a schedule in the routing file."""
+
+    at: datetime
+    teams: list[TeamOnCall]

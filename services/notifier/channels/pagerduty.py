@@ -11,7 +11,8 @@ import orjson
 from services.notifier.routing import PagerDutyChannel
 
 PD_SEVERITY = {"SEV1": "critical", "SEV2": "error", "SEV3": "warning", "SEV4": "info"}
-PD_ACTION = {"trigger": "trigger", "update": "trigger", "acknowledge": "acknowledge", "resolve": "resolve"}
+PD_ACTION = {"trigger": "trigger", "update": "trigger", "acknowledge": "acknowledge", "resolve": "resolve",
+             "escalate": "trigger"}  # same dedup_key: PagerDuty folds it into the open alert
 
 
 class PagerDuty:
@@ -41,6 +42,7 @@ class PagerDuty:
                     "incident_id": inc["id"], "kind": inc["kind"], "score": inc["score"],
                     "report_count": inc["report_count"], "region": inc.get("region"),
                     "factors": inc.get("factors", []),
+                    **({"targets": inc["targets"]} if inc.get("targets") else {}),
                 },
             }
         return httpx.Request(

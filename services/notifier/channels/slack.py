@@ -27,6 +27,8 @@ class Slack:
             f"{EMOJI.get(n['kind'], '')} *{n['kind'].upper()}* {inc['severity']} {inc['category']} "
             f"on {where}: {inc['reason']} (incident {inc['id']})"
         )
+        if inc.get("targets"):
+            text += " paging " + ", ".join(inc["targets"])
         return httpx.Request(
             "POST", str(self.cfg.url), content=orjson.dumps({"text": text}),
             headers={"content-type": "application/json", "idempotency-key": n["key"]},

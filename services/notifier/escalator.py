@@ -1,0 +1,128 @@
+"""The escalation worker: pages the next level of an incident nobody acknowledged in time.
+
+Every poll claims due incidents (status 'triggered', ``next_escalation_at <= now``) with
+``FOR UPDATE SKIP LOCKED``, so two notifier instances never escalate the same incident at
+once; for each it enqueues an ``escalate`` notification to the route's channels (event
+``esc<step>``: idempotent), records an ``escalated`` timeline entry and moves
+``escalation_level`` / ``next_escalation_at`` on (NULL once the policy is exhausted), all in
+one transaction. Acknowledging or resolving changes the status, which stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.notifier.escalation import next_step, resolve_targets
+from services.notifier.outbox import enqueue, incident_payload
+from services.notifier.routing import Routing
+from services.notifier.tables import incident_timeline, incidents
+from shared.clock import Clock
+from shared.errors import retryable_types
+
+log = logging.getLogger(__name__)
+SYSTEM_ACTOR = "livetriage"
+
+
+async def start_escalation(
+    conn: AsyncConnection, *, incident_id: uuid.UUID, routing: Routing, policy_name: str, now: datetime
+) -> list[str]:
+    """At creation: step 1 is paged with the trigger; time step 2. Returns step 1's targets."""
+    policy = routing.escalation_policies[policy_name]
+    step = next_step(policy, 0, now)
+    assert step is not None  # a policy has at least one level
+    targets = resolve_targets(step.targets, routing.schedules, now)
+    await conn.execute(incidents.update().where(incidents.c.id == incident_id).values(
+        escalation_policy=policy_name, escalation_level=step.level,
+        next_escalation_at=step.next_escalation_at))
+    await conn.execute(incident_timeline.insert().values(
+        incident_id=incident_id, at=now, kind="escalated", actor=SYSTEM_ACTOR,
+        detail={"level": step.level, "policy_level": step.policy_level, "targets": targets,
+                "policy": policy_name}))
+    return targets
+
+
+async def escalate(conn: AsyncConnection, *, row: dict[str, Any], routing: Routing, now: datetime) -> int:
+    """Escalate one claimed incident; returns the notifications enqueued."""
+    policy = routing.escalation_policies.get(row["escalation_policy"] or "")
+    step = next_step(policy, row["escalation_level"], now) if policy is not None else None
+    if step is None:  # policy gone from the config, or exhausted: stop timing
+        await conn.execute(incidents.update().where(incidents.c.id == row["id"])
+                           .values(next_escalation_at=None))
+        return 0
+    targets = resolve_targets(step.targets, routing.schedules, now)
+    route = routing.route(row)
+    team = row.get("team") or route.team
+    payload = {**incident_payload(row, team), "targets": targets, "escalation_level": step.level}
+    n = await enqueue(conn, incident_id=row["id"], event=f"esc{step.level}", kind="escalate",
+                      channels=route.channels, payload=payload, now=now)
+    await conn.execute(incident_timeline.insert().values(
+        incident_id=row["id"], at=now, kind="escalated", actor=SYSTEM_ACTOR,
+        detail={"level": step.level, "policy_level": step.policy_level, "targets": targets,
+                "channels": route.channels, "policy": row["escalation_policy"]}))
+    await conn.execute(incidents.update().where(incidents.c.id == row["id"]).values(
+        escalation_level=step.level, next_escalation_at=step.next_escalation_at, updated_at=now))
+    return n
+
+
+class Escalator:
+    """Polls for due escalations; ``escalate_due`` is one poll (tests call it directly)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        routing: Routing,
+        clock: Clock,
+        *,
+        batch: int = 50,
+        idle_poll_s: float = 1.0,
+        on_enqueued: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.routing = routing
+        self.clock = clock
+        self.batch = batch
+        self.idle_poll_s = idle_poll_s
+        self.on_enqueued = on_enqueued
+
+    async def escalate_due(self) -> int:
+        """Escalate one batch of due incidents; returns how many were escalated."""
+        async with self.engine.begin() as conn:
+            now = self.clock.now()
+            rows = (await conn.execute(
+                sa.select(incidents)
+                .where(incidents.c.status == "triggered", incidents.c.next_escalation_at.is_not(None),
+                       incidents.c.next_escalation_at <= now)
+                .order_by(incidents.c.next_escalation_at)
+                .limit(self.batch)
+                .with_for_update(skip_locked=True)
+            )).mappings().all()
+            enqueued = 0
+            for row in rows:
+                enqueued += await escalate(conn, row=dict(row), routing=self.routing, now=now)
+        if enqueued and self.on_enqueued is not None:
+            self.on_enqueued()
+        return len(rows)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.routing.escalation_policies:
+            await stop.wait()  # nothing can ever be due (but returning early would read as a crash)
+            return
+        retryable = retryable_types()
+        while not stop.is_set():
+            try:
+                if await self.escalate_due():
+                    continue
+            except retryable as exc:
+                log.warning("escalation paused: %r", exc)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.idle_poll_s)
+            except TimeoutError:
+                pass
