@@ -23,7 +23,7 @@ from services.notifier.incidents import IncidentState, kind_of, merge, open_inci
 from services.notifier.outbox import enqueue, incident_payload
 from services.notifier.routing import Routing
 from services.notifier.silence_store import held_by
-from services.notifier.tables import incident_signals, incident_timeline, incidents
+from services.notifier.tables import incident_severity, incident_signals, incident_timeline, incidents
 from shared.events import Severity, Signal
 
 SYSTEM_ACTOR = "livetriage"
@@ -114,6 +114,9 @@ async def apply_signal(
             ],
         )
     kinds = {k for k, _ in change.events}
+    if created or "severity_raised" in kinds:
+        await conn.execute(incident_severity.insert().values(
+            incident_id=incident_id, at=now, severity=change.state.severity.value))
     page = "trigger" if created else "resolve" if "resolved" in kinds else (
         "update" if "severity_raised" in kinds else None)
     notified = 0
@@ -202,6 +205,12 @@ async def act(
                                           {"how": "manual", "note": note})
     elif action == "note":
         await _timeline(conn, incident_id, now, "note_added", actor, {"text": note})
+    elif action == "reassign":
+        if status == "resolved":
+            raise IncidentConflict("incident is resolved; it cannot be reassigned")
+        await conn.execute(incidents.update().where(incidents.c.id == incident_id).values(
+            assignee=note, updated_at=now))
+        await _timeline(conn, incident_id, now, "reassigned", actor, {"from": row["assignee"], "to": note})
     else:
         raise ValueError(action)
     if timeline_id is not None and routing is not None:
@@ -286,19 +295,28 @@ async def list_incidents(
     severity: str | None = None,
     category: str | None = None,
     stream_id: str | None = None,
+    region: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     limit: int,
     cursor: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Newest first (detected_at, id), keyset-paginated; returns the page and the next cursor."""
+    """Newest first (detected_at, id), keyset-paginated; returns the page and the next cursor.
+    ``since``/``until`` bound detected_at (since inclusive, until exclusive)."""
     q = sa.select(incidents)
     for col, val in (
         (incidents.c.status, status),
         (incidents.c.severity, severity),
         (incidents.c.category, category),
         (incidents.c.stream_id, stream_id),
+        (incidents.c.region, region),
     ):
         if val is not None:
             q = q.where(col == val)
+    if since is not None:
+        q = q.where(incidents.c.detected_at >= since)
+    if until is not None:
+        q = q.where(incidents.c.detected_at < until)
     if cursor is not None:
         ts, iid = decode_cursor(cursor)
         q = q.where(
@@ -326,5 +344,14 @@ async def get_timeline(conn: AsyncConnection, *, incident_id: uuid.UUID) -> list
         sa.select(incident_timeline)
         .where(incident_timeline.c.incident_id == incident_id)
         .order_by(incident_timeline.c.id)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def get_severity_history(conn: AsyncConnection, *, incident_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        sa.select(incident_severity.c.at, incident_severity.c.severity)
+        .where(incident_severity.c.incident_id == incident_id)
+        .order_by(incident_severity.c.id)
     )
     return [dict(r) for r in rows.mappings()]

@@ -167,3 +167,25 @@ async def test_the_actor_defaults_to_the_key_name(api: httpx.AsyncClient) -> Non
     assert late.status_code == 409 and late.headers["content-type"].startswith("application/problem+json")
     tl = [e["kind"] for e in (await api.get(f"/v1/incidents/{inc['id']}/timeline")).json()]
     assert tl[-2:] == ["acknowledged", "resolved"]
+
+
+async def test_region_and_time_filters_reassign_and_severity_history(api: httpx.AsyncClient) -> None:
+    everything = (await api.get("/v1/incidents", params={"limit": 200})).json()["items"]
+    first = everything[-1]["detected_at"]
+    later = (await api.get("/v1/incidents", params={"limit": 200, "since": everything[5]["detected_at"]})).json()
+    assert all(i["detected_at"] >= everything[5]["detected_at"] for i in later["items"])
+    assert 0 < len(later["items"]) < len(everything)
+    before = (await api.get("/v1/incidents", params={"limit": 200, "until": everything[0]["detected_at"]})).json()
+    assert all(i["detected_at"] < everything[0]["detected_at"] for i in before["items"])
+    assert first in {i["detected_at"] for i in before["items"]}
+    assert (await api.get("/v1/incidents", params={"region": "Germany"})).status_code == 422
+    assert (await api.get("/v1/incidents", params={"since": "2026-01-01T00:00:00"})).status_code == 422
+    assert (await api.get("/v1/incidents", params={"region": "ZZ"})).json()["items"] == []
+
+    inc = everything[0]
+    r = await api.post(f"/v1/incidents/{inc['id']}/reassign", json={"assignee": "bo"})
+    assert r.status_code == 200 and r.json()["assignee"] == "bo"
+    tl = (await api.get(f"/v1/incidents/{inc['id']}/timeline")).json()
+    assert tl[-1]["kind"] == "reassigned" and tl[-1]["detail"] == {"from": None, "to": "bo"}
+    hist = (await api.get(f"/v1/incidents/{inc['id']}/severity")).json()
+    assert [h["severity"] for h in hist] == [inc["severity"]]

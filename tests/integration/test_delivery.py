@@ -80,6 +80,11 @@ async def test_trigger_update_ack_resolve_reach_every_channel_once(settings: Set
             await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)  # redelivery
             await apply_signal(conn, signal=signal(2, "SEV1"), now=clock.now(), routing=routing)
         assert res.created and res.notified == 3
+        async with engine.connect() as conn:
+            history = (await conn.execute(sa.text(
+                "SELECT severity FROM incident_severity WHERE incident_id = :i ORDER BY id"),
+                {"i": res.incident_id})).scalars().all()
+        assert history == ["SEV2", "SEV1"]  # the redelivered signal added nothing
         async with engine.begin() as conn:
             await act(conn, incident_id=res.incident_id, action="acknowledge", actor="alice",
                       now=clock.now(), routing=routing)

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier import outbox, store
@@ -20,6 +21,8 @@ from services.notifier.api.schemas import (
     IncidentPage,
     NoteIn,
     NotificationOut,
+    ReassignIn,
+    SeverityChange,
     OnCall,
     Problem,
     Status,
@@ -47,6 +50,9 @@ async def list_incidents(
     severity: Severity | None = None,
     category: Category | None = None,
     stream_id: Annotated[str | None, Query(max_length=128)] = None,
+    region: Annotated[str | None, Query(pattern=r"^[A-Z]{2}$")] = None,
+    since: Annotated[AwareDatetime | None, Query(description="detected_at >= since")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="detected_at < until")] = None,
     limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
@@ -59,6 +65,9 @@ async def list_incidents(
             severity=severity.value if severity else None,
             category=category.value if category else None,
             stream_id=stream_id,
+            region=region,
+            since=since,
+            until=until,
             limit=min(limit, state.settings.page_size_max),
             cursor=cursor,
         )
@@ -129,6 +138,22 @@ async def resolve_incident(incident_id: uuid.UUID, body: ActionIn, request: Requ
 async def add_note(incident_id: uuid.UUID, body: NoteIn, request: Request) -> IncidentOut:
     """Add a note to the incident's timeline."""
     return await _act(request, incident_id, "note", body.actor, body.text)
+
+
+@router.post("/v1/incidents/{incident_id}/reassign", response_model=IncidentOut, tags=["incidents"],
+             responses=ACTION_PROBLEMS)
+async def reassign_incident(incident_id: uuid.UUID, body: ReassignIn, request: Request) -> IncidentOut:
+    """Give the incident to someone else (recorded on the timeline)."""
+    return await _act(request, incident_id, "reassign", body.actor, body.assignee)
+
+
+@router.get("/v1/incidents/{incident_id}/severity", response_model=list[SeverityChange],
+            tags=["incidents"], responses=PROBLEMS)
+async def severity_history(incident_id: uuid.UUID, conn: Conn) -> list[SeverityChange]:
+    """Every severity the incident has had, and when."""
+    if await store.get_incident(conn, incident_id=incident_id) is None:
+        raise HTTPException(404, f"incident {incident_id} not found")
+    return [SeverityChange.model_validate(r) for r in await store.get_severity_history(conn, incident_id=incident_id)]
 
 
 @router.get("/v1/incidents/{incident_id}/notifications", response_model=list[NotificationOut],

@@ -48,6 +48,10 @@ class IncidentOut(BaseModel):
     acknowledged_by: str | None = None
     resolved_by: str | None = None
     resolved_how: str | None = None
+    assignee: str | None = None
+    escalation_level: int = 0
+    first_action_at: datetime | None = None
+    time_to_action_s: float | None = None
 
 
 class IncidentPage(BaseModel):
@@ -124,3 +128,16 @@ class OnCall(BaseModel):
 
     at: datetime
     teams: list[TeamOnCall]
+
+
+class ReassignIn(BaseModel):
+    """Who takes the incident over."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor: Actor | None = Field(None, description="Defaults to the name of the API key.")
+    assignee: Actor
+
+
+class SeverityChange(BaseModel):
+    at: datetime
+    severity: Severity
