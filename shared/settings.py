@@ -97,6 +97,16 @@ class Settings(BaseSettings):
     delivery_backoff_cap_s: float = Field(300.0, gt=0, description="Longest retry delay.")
     delivery_timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one attempt.")
 
+    # --- program figures
+    sla_ack_minutes: dict[str, float] = Field(
+        default_factory=lambda: {"SEV1": 5, "SEV2": 15, "SEV3": 60, "SEV4": 240},
+        description="Acknowledge within this many minutes, per severity.",
+    )
+    sla_action_minutes: dict[str, float] = Field(
+        default_factory=lambda: {"SEV1": 15, "SEV2": 60, "SEV3": 240, "SEV4": 1440},
+        description="First moderation action within this many minutes of the first report.",
+    )
+
     # --- notifier / API
     bootstrap_api_key: SecretStr | None = Field(
         None, description="An admin API key (lt_<prefix>_<secret>) to create at start, for automation."

@@ -189,3 +189,24 @@ async def test_region_and_time_filters_reassign_and_severity_history(api: httpx.
     assert tl[-1]["kind"] == "reassigned" and tl[-1]["detail"] == {"from": None, "to": "bo"}
     hist = (await api.get(f"/v1/incidents/{inc['id']}/severity")).json()
     assert [h["severity"] for h in hist] == [inc["severity"]]
+
+
+async def test_stats_for_program_managers(api: httpx.AsyncClient) -> None:
+    items = (await api.get("/v1/incidents", params={"limit": 3})).json()["items"]
+    await api.post(f"/v1/incidents/{items[0]['id']}/acknowledge", json={})
+    await api.post(f"/v1/incidents/{items[1]['id']}/resolve", json={})
+    window = {"since": "2026-11-23T00:00:00Z", "until": "2026-11-24T00:00:00Z"}
+    body = (await api.get("/v1/stats", params=window)).json()
+    assert body["incidents"] == 25
+    assert body["by"]["category"] == {"hate": 5, "violence": 20}
+    assert body["by"]["severity"] == {"SEV1": 3, "SEV3": 22}
+    assert body["by"]["status"] == {"triggered": 23, "acknowledged": 1, "resolved": 1}
+    assert body["mtta_s"] is not None and body["mttr_s"] is not None
+    rows = {(r["severity"], r["category"]): r for r in body["sla"]}
+    assert sum(r["incidents"] for r in rows.values()) == 25
+    assert all(0 <= r["ack_share"] <= 1 for r in rows.values())
+    assert (await api.get("/v1/stats", params={"since": "2026-11-24T00:00:00Z",
+                                              "until": "2026-11-23T00:00:00Z"})).status_code == 400
+    empty = (await api.get("/v1/stats", params={"since": "2020-01-01T00:00:00Z",
+                                               "until": "2020-01-02T00:00:00Z"})).json()
+    assert empty["incidents"] == 0 and empty["mtta_s"] is None and empty["sla"] == []

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -13,6 +14,7 @@ from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier import outbox, store
+from services.notifier import stats as stats_mod
 from services.notifier.api.deps import ApiState, get_conn, get_state
 from services.notifier.api.schemas import (
     ActionIn,
@@ -177,6 +179,26 @@ async def oncall_now(request: Request) -> OnCall:
         teams.append(TeamOnCall(team=team, person=who_is_on_call(schedule, now),
                                 next_handoff_at=min(handoffs) if handoffs else None))
     return OnCall(at=now, teams=teams)
+
+
+@router.get("/v1/stats", tags=["stats"], responses=PROBLEMS)
+async def incident_stats(
+    conn: Conn,
+    request: Request,
+    since: Annotated[AwareDatetime | None, Query(description="Default: 7 days before until.")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="Default: now.")] = None,
+) -> dict[str, Any]:
+    """Incidents by category, severity and status; MTTA, MTTR, time to action; SLA shares."""
+    state = get_state(request)
+    until = until or state.clock.now()
+    since = since or until - timedelta(days=7)
+    if since >= until:
+        raise HTTPException(400, "since must be before until")
+    if until - since > timedelta(days=366):
+        raise HTTPException(400, "the range may span at most 366 days")
+    return await stats_mod.stats(conn, since=since, until=until,
+                                 sla_ack_minutes=state.settings.sla_ack_minutes,
+                                 sla_action_minutes=state.settings.sla_action_minutes)
 
 
 @router.get("/healthz", response_model=Health, tags=["ops"])
