@@ -63,9 +63,10 @@ FROM incidents, unnest(ARRAY['triggered', 'signal_merged']) AS k
 """
 
 
-def serve(url: str, port: int) -> None:
-    """Child process: the real app on uvicorn (no Kafka: readiness is not benchmarked)."""
-    import uvicorn
+def app_factory():  # type: ignore[no-untyped-def]
+    """The real app (no Kafka: readiness is not benchmarked), one per uvicorn worker."""
+    import os
+
     from prometheus_client import CollectorRegistry
 
     from services.notifier.api.app import create_app
@@ -76,9 +77,19 @@ def serve(url: str, port: int) -> None:
     async def no_broker() -> None:
         return None
 
-    settings = Settings(database_url=url)
-    app = create_app(ApiState(settings, create_engine(settings), CollectorRegistry(), no_broker))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    settings = Settings(database_url=os.environ["BENCH_API_DATABASE_URL"])
+    return create_app(ApiState(settings, create_engine(settings), CollectorRegistry(), no_broker))
+
+
+def serve(url: str, port: int, workers: int) -> None:
+    """Child process: uvicorn with ``workers`` processes, as a deployment would run it."""
+    import os
+
+    import uvicorn
+
+    os.environ["BENCH_API_DATABASE_URL"] = url
+    uvicorn.run("bench.api:app_factory", factory=True, host="127.0.0.1", port=port, workers=workers,
+                log_level="warning", access_log=False)
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -126,7 +137,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ids = [r[0] for r in await conn.fetch("SELECT id FROM incidents ORDER BY random() LIMIT 1000")]
 
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "bench.api", "--serve", url, "--port", str(port)])
+        proc = subprocess.Popen([sys.executable, "-m", "bench.api", "--serve", url, "--port", str(port),
+                                 "--workers", str(args.workers)])
         stack.callback(proc.terminate)
         deadline = time.monotonic() + 30
         while not port_open(port):
@@ -196,15 +208,16 @@ def main() -> int:
     p.add_argument("--incidents", type=int, default=1_000_000)
     p.add_argument("--requests", type=int, default=400)
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     p.add_argument("--serve", default=None, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.workers)
         return 0
     res = asyncio.run(run(args))
     print(f"incidents {res['incidents']:,} in {res['database']} (seeded in {res['seed_s']} s), "
-          f"{args.concurrency} concurrent requests, {args.requests} per case")
+          f"{args.concurrency} concurrent requests, {args.requests} per case, {args.workers} uvicorn workers")
     print(f"{'case':<22}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}{'ceiling p50':>13}{'ceiling p99':>13}")
     for r in res["rows"]:
         print(f"{r['case']:<22}{r['p50_ms']:>9}{r['p99_ms']:>9}{r['req_s']:>8}"

@@ -98,6 +98,7 @@ class StreamsStage:
         parsed: list[tuple[dict[str, Any], int, tuple[int, int] | None, tuple[str, str]]] = []
         missing: set[tuple[str, str]] = set()
         loads = orjson.loads
+        lookups = self.store.maybe_has_rows
         for rec in records:
             try:
                 rep = loads(rec.value)  # type: ignore[arg-type]
@@ -110,7 +111,7 @@ class StreamsStage:
                         sp, _, so = hv.partition(b":")
                         src = (int(sp), int(so))
                 parsed.append((rep, ts, src, key))
-                if task.missing(key):
+                if lookups and task.missing(key):
                     missing.add(key)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 self.m.invalid.inc()
@@ -228,6 +229,7 @@ class PartitionedRunner:
         self.last_input: dict[int, float] = {}
         self.last_checkpoint = time.monotonic()
         self.last_forget = time.monotonic()
+        self.in_flight: list[asyncio.Future[Any]] = []  # signals sent, acks not yet awaited
         self.consumer: AIOKafkaConsumer | None = None
         self._retryable = retryable_types()
 
@@ -292,6 +294,8 @@ class PartitionedRunner:
         """Forget in-memory state; every owned partition is restored from its checkpoint."""
         assert self.consumer is not None
         self.m.rewinds.labels(self.stage.name).inc()
+        pending, self.in_flight = self.in_flight, []
+        await asyncio.gather(*pending, return_exceptions=True)  # replay re-sends what failed
         owned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.stage.topic}
         for p in list(self.tasks):
             self._drop(p)
@@ -301,8 +305,15 @@ class PartitionedRunner:
 
     # ---- work ---------------------------------------------------------------------------
 
+    async def _settle_in_flight(self) -> None:
+        futures, self.in_flight = self.in_flight, []
+        if futures:
+            await asyncio.gather(*futures)
+
     async def checkpoint(self, parts: list[int]) -> None:
-        """Persist the dirty ones of ``parts`` (a clean task's state is already on disk)."""
+        """Persist the dirty ones of ``parts`` (a clean task's state is already on disk),
+        after every signal produced so far is acknowledged by the broker."""
+        await self._settle_in_flight()
         parts = [p for p in parts if p in self.tasks and p in self.dirty]
         if not parts:
             return
@@ -354,14 +365,15 @@ class PartitionedRunner:
             self.m.consumed.labels(self.stage.name).inc(len(recs))
         if self.s.idle_flush_s > 0:
             signals.extend(self._flush_idle(now))
-        if signals:
-            futures = []
-            for sig in signals:
-                self.m.signals.labels(sig.kind).inc()
-                futures.append(await self.producer.send(
-                    self.s.signals_topic, sig.model_dump_json().encode(), key=sig.dedup_key.encode()
-                ))
-            await asyncio.gather(*futures)
+        for sig in signals:
+            self.m.signals.labels(sig.kind).inc()
+            # acks are awaited before the next checkpoint, not here: the checkpoint is what
+            # makes the input "done", and until then a crash replays (and re-sends) it anyway
+            self.in_flight.append(await self.producer.send(
+                self.s.signals_topic, sig.model_dump_json().encode(), key=sig.dedup_key.encode()
+            ))
+        if len(self.in_flight) > 10_000:
+            await self._settle_in_flight()
         if self.dirty and now - self.last_checkpoint >= self.s.checkpoint_interval_s:
             await self.checkpoint(sorted(self.dirty))
         if now - self.last_forget >= FORGET_EVERY_S:

@@ -59,12 +59,19 @@ class TriageStore:
     def __init__(self, engine: AsyncEngine, group_id: str) -> None:
         self._engine = engine
         self._group = group_id
+        # False while the group has no stored baselines at all (a fresh system): then a
+        # lookup for a new key can only come back empty and is skipped. Refreshed on every
+        # restore (a partition's keys are only ever written by its current owner).
+        self.maybe_has_rows = True
 
     async def load(self, topic: str, partitions: Iterable[int]) -> dict[int, Checkpoint]:
         parts = list(partitions)
         if not parts:
             return {}
         async with self._engine.connect() as conn:
+            self.maybe_has_rows = bool(await conn.scalar(
+                text("SELECT EXISTS (SELECT 1 FROM triage_baselines WHERE group_id = :g)"),
+                {"g": self._group}))
             rows = await conn.execute(
                 text(
                     "SELECT partition, next_offset, snapshot, outbox FROM triage_checkpoints "
@@ -85,6 +92,7 @@ class TriageStore:
     ) -> None:
         async with self._engine.begin() as conn:
             if evicted:
+                self.maybe_has_rows = True
                 keys = list(evicted)
                 await conn.execute(
                     _UPSERT_BASELINES,
@@ -108,6 +116,8 @@ class TriageStore:
                 )
 
     async def baselines(self, keys: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], BaselineRow]:
+        if not self.maybe_has_rows:
+            return {}
         wanted = {key_text(k): k for k in keys}
         if not wanted:
             return {}
