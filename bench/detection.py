@@ -24,9 +24,15 @@ Everything runs in event time (no wall clock, no Kafka), reproducibly from ``--s
    an opening spike signal (kind "spike", signal_id without ":sev") whose window overlaps a
    labelled spike of its key is a detection (delay = observed_at - spike start); one that
    overlaps a brigade of its key is a "brigade page"; anything else is a false alarm on
-   plain noise.
+   plain noise. An "oracle" bound is printed next to recall and delay: what a detector that
+   knows every key's true noise rate could do with 60 s counts at the same false-alarm budget.
 
-    python -m bench.detection [--seed 1] [--days 2] [--streams 300] [--json]
+Trend outboxes are drained as the runner does; ``--trends`` also feeds them to a
+``TrendTask`` and counts its signals (informational, not scored). ``--set field=value``
+overrides a ``DetectorConfig`` default for one run (for tuning). Exit status 0 only if every
+target passes.
+
+    python -m bench.detection [--seed 1] [--days 2] [--streams 300] [--set z_open=6] [--json]
 
 Needs numpy (``pip install numpy``).
 """
@@ -51,6 +57,7 @@ except ImportError:  # pragma: no cover - the message is the point
 
 from services.triage.detector import DetectorConfig
 from services.triage.streams import StreamTask
+from services.triage.trends import TrendTask
 from shared.events import Signal
 
 DAY_S = 86_400
@@ -290,9 +297,15 @@ class Emitted:
     clock_ms: int  # the partition's event-time clock when it was emitted
 
 
-def run_detector(tr: Traffic, cfg: DetectorConfig, partitions: int, chunk: int = 200_000
-                 ) -> tuple[list[Emitted], dict[str, Any]]:
+def run_detector(tr: Traffic, cfg: DetectorConfig, partitions: int, chunk: int = 10_000, *,
+                 trends: bool = False, warmup_ms: int = 0) -> tuple[list[Emitted], dict[str, Any]]:
     tasks = [StreamTask(cfg, p) for p in range(partitions)]
+    trend: TrendTask | None = None
+    trend_sigs: list[Signal] = []
+    trend_s = 0.0
+    if trends:
+        trend = TrendTask(cfg, 0)
+        trend.expected = partitions
     keys = tr.keys
     part_of = [zlib.crc32(k.stream_id.encode()) % partitions for k in keys]
     # viewer count per key and hour (follows the daily cycle)
@@ -342,12 +355,21 @@ def run_detector(tr: Traffic, cfg: DetectorConfig, partitions: int, chunk: int =
                 out.extend(Emitted(s, clock) for s in sigs)
         for task in tasks:
             store.update(task.detector.take_evicted())
+            outbox = task.take_trend_outbox()  # the runner drains it at every checkpoint
+            if trend is not None:
+                t1 = time.perf_counter()
+                trend_sigs.extend(trend.process(outbox, {}))
+                trend_s += time.perf_counter() - t1
+                detect_s -= time.perf_counter() - t1
         detect_s += time.perf_counter() - t0
     # flush: let every open window close and every spike resolve
     t0 = time.perf_counter()
     end = T0_MS + int(tr.ev_ms.max()) + cfg.grace_ms + cfg.window_ms + (cfg.close_after + 2) * cfg.hop_ms
     for task in tasks:
         out.extend(Emitted(s, end) for s in task.advance(end))
+        outbox = task.take_trend_outbox()
+        if trend is not None:
+            trend_sigs.extend(trend.process(outbox, {}))
     detect_s += time.perf_counter() - t0
     stats = {
         "detector_s": detect_s,
@@ -356,6 +378,15 @@ def run_detector(tr: Traffic, cfg: DetectorConfig, partitions: int, chunk: int =
         "baselines_restored_from_store": stored_hits,
         "keys_in_memory_at_end": sum(len(t.detector.keys) for t in tasks),
     }
+    if trend is not None:
+        warm_end = T0_MS + warmup_ms
+        kinds: dict[str, int] = {}
+        for sig in trend_sigs:
+            if ms(sig.observed_at) > warm_end:
+                kind = sig.kind if ":sev" not in sig.signal_id else "trend raise"
+                kinds[kind] = kinds.get(kind, 0) + 1
+        stats["trend_signals_after_warmup"] = kinds
+        stats["trend_s"] = trend_s
     return out, stats
 
 
@@ -398,6 +429,8 @@ class Results:
     late_dropped: int = 0
     baselines_restored_from_store: int = 0
     keys_in_memory_at_end: int = 0
+    trend_signals_after_warmup: dict[str, int] | None = None  # --trends: informational, unscored
+    trend_s: float = 0.0
     scored_key_days: float = 0.0
     spikes: int = 0
     brigades_small: int = 0
@@ -705,9 +738,12 @@ def print_report(r: Results) -> None:
     p(f"  resolve window end - spike end: median {fmt(r.resolve_after_end_median_s)} s, "
       f"p95 {fmt(r.resolve_after_end_p95_s)} s; emitted (partition clock) - spike end: "
       f"median {fmt(r.resolve_emitted_after_end_median_s)} s")
+    if r.trend_signals_after_warmup is not None:
+        p(f"  platform trend stage (--trends, unscored): signals after warm-up {r.trend_signals_after_warmup}, "
+          f"{r.trend_s:.1f} s")
     p("")
     p(f"Runtime: generate {r.generate_s:.1f} s; detector {r.detector_s:.1f} s for {r.reports:,} reports "
-      f"= {r.reports_per_s:,.0f} reports/s (StreamTask.process, one core)")
+      f"= {r.reports_per_s:,.0f} reports/s (StreamTask.process + outbox drain, one core)")
     p("")
     p("Targets:")
     for name, t in r.targets.items():
@@ -740,6 +776,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="brigades of 1-3 reporters; a third as many of 5-10 reporters")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a DetectorConfig field for this run (repeatable)")
+    ap.add_argument("--trends", action="store_true",
+                    help="also run the platform trend stage on the outboxes (informational: its "
+                         "signals are counted, not scored)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
     warm_h = args.warmup_hours if args.warmup_hours is not None else min(24.0, args.days * 12.0)
@@ -758,7 +797,8 @@ def main(argv: list[str] | None = None) -> int:
         tr.background, tr.spike_reports, tr.brigade_reports)
     res.generate_s = gen_s
     res.scored_key_days = len(tr.keys) * (args.days * DAY_S - warmup_s) / DAY_S
-    emitted, stats = run_detector(tr, cfg, args.partitions)
+    emitted, stats = run_detector(tr, cfg, args.partitions, trends=args.trends,
+                                  warmup_ms=warmup_s * 1000)
     for k, v in stats.items():
         setattr(res, k, v)
     score(tr, emitted, warmup_s * 1000, res)

@@ -37,23 +37,26 @@ class DetectorConfig:
     window_s: int = 60
     hop_s: int = 10
     grace_s: int = 30
-    half_life_s: float = 3 * 3600.0
+    half_life_s: float = 3600.0
     prior_weight: int = 6
     prior_mean: float = 1.0
     prior_per_kviewer: float = 0.02  # expected reports per window per 1,000 viewers
-    var_floor: float = 4.0
-    z_open: float = 5.0
-    ratio_open: float = 3.0
-    min_volume: int = 8
-    min_reporters: int = 4
-    per_reporter_cap: int = 2
+    var_floor: float = 2.0
+    z_open: float = 7.5
+    ratio_open: float = 2.5
+    min_volume: int = 6
+    min_reporters: int = 5
+    per_reporter_cap: int = 1
     z_close: float = 2.0
     ratio_close: float = 1.5
-    close_after: int = 3
+    close_after: int = 6
+    learn_clip_z: float = 4.5  # windows above mean + 4.5 sd teach the baseline only that much
     idle_evict_s: int = 600
     warmup_windows: int = 6  # a new key needs this many windows of history ...
     new_key_min_volume: int = 40  # ... or this many effective reports to open a spike
     trend_min_volume: int = 40
+    # platform-wide counts are large and smooth: a lower bar, tested only on closed windows
+    trend_z_open: float = 5.0
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
 
     def __post_init__(self) -> None:
@@ -162,10 +165,12 @@ class KeyedDetector:
         early: bool,
         min_volume: int,
         category_of: Callable[[tuple[str, ...]], str],
+        z_open: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.early = early
         self.min_volume = min_volume
+        self.z_open = cfg.z_open if z_open is None else z_open
         self.category_of = category_of
         self.keys: dict[tuple[str, ...], KeyState] = {}
         self.closed_through: int | None = None
@@ -281,7 +286,7 @@ class KeyedDetector:
             or distinct < cfg.min_reporters
             or eff < cfg.ratio_open * base.mean
             or (new_key and eff < cfg.new_key_min_volume)
-            or base.z(eff, cfg.var_floor) < cfg.z_open
+            or base.z(eff, cfg.var_floor) < self.z_open
         ):
             # a busy window that is not a spike: look again once it has grown by a tenth
             ks.next_end = end
@@ -400,7 +405,11 @@ class KeyedDetector:
             else:
                 ks.quiet = 0
         else:
-            ks.base.observe(eff, self._alpha)
+            # learn from the window clipped at mean + learn_clip_z sd: a surge building
+            # below the open bar must not inflate the variance and so raise its own bar
+            base = ks.base
+            cap = base.mean + cfg.learn_clip_z * max(base.var, base.mean, cfg.var_floor) ** 0.5
+            base.observe(eff if eff <= cap else cap, self._alpha)
 
     # ---- checkpoints --------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ def detector_config(s: Settings) -> DetectorConfig:
         grace_s=s.window_grace_s,
         half_life_s=s.baseline_half_life_s,
         z_open=s.spike_z_open,
+        var_floor=s.spike_var_floor,
         ratio_open=s.spike_ratio_open,
         min_volume=s.spike_min_volume,
         min_reporters=s.spike_min_reporters,
@@ -61,6 +62,7 @@ def detector_config(s: Settings) -> DetectorConfig:
         close_after=s.spike_close_after,
         idle_evict_s=s.key_idle_evict_s,
         trend_min_volume=s.trend_min_volume,
+        trend_z_open=s.trend_z_open,
         scoring=ScoringConfig(critical_score=s.critical_score, severity_thresholds=s.severity_thresholds),
     )
 

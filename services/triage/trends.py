@@ -33,7 +33,8 @@ class TrendTask:
         self.cfg = cfg
         self.partition = partition
         self.detector = KeyedDetector(
-            cfg, early=False, min_volume=cfg.trend_min_volume, category_of=_category
+            cfg, early=False, min_volume=cfg.trend_min_volume, category_of=_category,
+            z_open=cfg.trend_z_open,
         )
         self.sources: dict[int, tuple[int, int | None]] = {}  # src partition -> (seq, watermark)
         self.expected: int | None = None  # upstream partitions; None = whoever has reported

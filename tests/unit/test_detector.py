@@ -159,7 +159,7 @@ def test_min_reporters_gate() -> None:
 
 
 def test_min_volume_gate_on_a_silent_key() -> None:
-    cfg = DetectorConfig(var_floor=1.0)  # so that z alone would open on a handful of reports
+    cfg = DetectorConfig(var_floor=1.0, z_open=4.0)  # z alone would open on a handful of reports
     det = detector(cfg)
     p = T0 + 600_000
     feed(det, [(T0, 1)])
@@ -170,7 +170,7 @@ def test_min_volume_gate_on_a_silent_key() -> None:
 
 
 def test_z_gate_on_a_silent_key() -> None:
-    det = detector()  # var_floor 4: a near-silent key needs mean + 5 * 2 reports
+    det = detector()  # a near-silent key needs mean + z_open * sqrt(var_floor) reports
     p = T0 + 600_000
     feed(det, [(T0, 1)])
     assert feed(det, [(p + i, 100 + i) for i in range(10)]) == []
@@ -179,7 +179,7 @@ def test_z_gate_on_a_silent_key() -> None:
 
 
 def test_raises_only_improve_the_tier() -> None:
-    det = detector()
+    det = detector(DetectorConfig(z_open=5.0))  # open early, while the surge is still small
     rng = random.Random(11)
     p = T0 + 600_000
     key = ("s1", "child_safety")
@@ -284,3 +284,28 @@ def test_a_new_key_needs_history_or_a_large_surge() -> None:
     big = ("fresh2", "hate")
     opened = [d for d in (det.add(big, T0 + i * 200, reporter=i, viewers=1000) for i in range(60)) if d]
     assert [d.kind for d in opened] == ["open"] and opened[0].effective >= cfg.new_key_min_volume
+
+
+def test_settings_defaults_are_the_detector_defaults() -> None:
+    """One set of defaults: the service runs what the benchmark tuned."""
+    from services.triage.runner import detector_config
+    from shared.settings import Settings
+
+    assert detector_config(Settings()) == DetectorConfig()
+
+
+def test_a_slow_ramp_does_not_raise_its_own_bar() -> None:
+    """Windows that did not open a spike teach the baseline only up to mean + learn_clip_z sd."""
+    rng = random.Random(11)
+    det = detector()
+    steady = poisson(rng, 18 / 60, T0, T0 + 3 * 3600_000)  # ~18 per window for 3 hours
+    feed(det, crowd(rng, steady))
+    var_before = det.keys[KEY].base.var
+    t0 = T0 + 3 * 3600_000
+    ramp: list[int] = []
+    for minute in range(20):  # up to 10x over 20 minutes
+        rate = 18 / 60 * (1 + 9 * (minute + 1) / 20)
+        ramp += poisson(rng, rate, t0 + minute * 60_000, t0 + (minute + 1) * 60_000)
+    opened = [d for d in feed(det, crowd(rng, ramp)) if d.kind == "open"]
+    assert opened, "a 10x ramp must open a spike"
+    assert det.keys[KEY].base.var < 10 * var_before

@@ -164,7 +164,7 @@ def test_reports_without_reporter_id_count_as_distinct() -> None:
     task = StreamTask(CFG, 0)
     run(task, [(rep("first"), T0)])
     # classifier reports carry no reporter: each report is its own "reporter"
-    burst = [(rep(f"c{i}", source="classifier", viewers=1000), T0 + 10 * MIN + i) for i in range(12)]
+    burst = [(rep(f"c{i}", source="classifier", viewers=1000), T0 + 10 * MIN + i) for i in range(20)]
     kinds = [s.kind for s in run(task, burst)]
     assert kinds == ["spike"]
 
