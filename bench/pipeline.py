@@ -145,10 +145,14 @@ def bench_settings(bootstrap: str, db_url: str) -> Settings:
         reports_topic=f"bench.{sfx}.live.reports",
         clean_topic=f"bench.{sfx}.triage.reports",
         signals_topic=f"bench.{sfx}.triage.signals",
+        trends_topic=f"bench.{sfx}.triage.trends",
+        actions_topic=f"bench.{sfx}.moderation.actions",
         dlq_topic=f"bench.{sfx}.live.reports.dlq",
         ingest_group=f"bench-{sfx}-ingest",
         triage_group=f"bench-{sfx}-triage",
         notifier_group=f"bench-{sfx}-notifier",
+        trend_group=f"bench-{sfx}-trends",
+        actions_group=f"bench-{sfx}-actions",
         session_timeout_ms=6000,
         heartbeat_interval_ms=500,
         log_level="WARNING",
@@ -273,7 +277,7 @@ def snapshot(running: Running) -> Snapshot:
     return Snapshot(
         consumed=_value(running.ingest.consumed),
         published=_value(running.ingest.published),
-        triaged=_value(running.triage.consumed),
+        triaged=_value(running.triage.consumed.labels("streams")),
         signals=sum(_by_label(running.triage.signals).values()),
         notified=sum(_by_label(running.notifier.signals).values()),
         handle_s=running.ingest.batch_seconds._sum.get(),  # noqa: SLF001
@@ -333,8 +337,8 @@ async def pipeline(settings: Settings, n: int, timeout_s: float, res: Results, q
         res.duplicates_dropped = _value(running.ingest.duplicates)
         res.dlq_reasons = _by_label(running.ingest.dlq)
         res.dlq = sum(res.dlq_reasons.values())
-        res.late = _value(running.triage.late)
-        res.windows_held = int(running.triage.windows._value.get())  # noqa: SLF001
+        res.late = _value(running.triage.late.labels("streams"))
+        res.windows_held = int(running.triage.keys.labels("streams")._value.get())  # noqa: SLF001
         res.signals_by_kind = _by_label(running.triage.signals)
         res.incidents_created = sum(_by_label(running.notifier.incidents_created).values())
     async with open_engine(settings) as engine, engine.connect() as conn:
@@ -398,7 +402,7 @@ def table(r: Results) -> str:
         ("ingest consumed / published", f"{r.consumed:,} / {r.published:,}"),
         ("duplicates dropped", f"{r.duplicates_dropped:,}  (generated {r.generated_duplicates:,})"),
         ("DLQ", f"{r.dlq:,}  (generated malformed {r.generated_malformed:,}) {r.dlq_reasons}"),
-        ("triage consumed / late", f"{r.triaged:,} / {r.late:,}  ({r.windows_held:,} windows held)"),
+        ("triage consumed / late", f"{r.triaged:,} / {r.late:,}  ({r.windows_held:,} keys held)"),
         ("signals", f"{r.signals:,}  {r.signals_by_kind}  (notifier consumed {r.notifier_signals:,})"),
         ("incidents created", f"{r.incidents_created:,}  ({r.incidents_in_db:,} rows in db)"),
         (f"target >= {TARGET_RPS:,.0f} reports/s", "MET" if r.target_met else "NOT MET"),
