@@ -14,7 +14,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -111,14 +111,44 @@ class Escalator:
             self.on_enqueued()
         return len(rows)
 
+    async def resolve_quiet(self) -> int:
+        """Auto-resolve open incidents that got no signal for ``routing.auto_resolve_after_s``
+        (the resolve page goes out as for a resolve signal); returns how many."""
+        quiet = self.routing.auto_resolve_after_s
+        if not quiet:
+            return 0
+        from services.notifier.store import notify  # store imports this module
+
+        async with self.engine.begin() as conn:
+            now = self.clock.now()
+            rows = (await conn.execute(
+                sa.select(incidents.c.id)
+                .where(incidents.c.status != "resolved",
+                       incidents.c.last_signal_at < now - timedelta(seconds=quiet))
+                .limit(self.batch)
+                .with_for_update(skip_locked=True)
+            )).scalars().all()
+            for incident_id in rows:
+                await conn.execute(incidents.update().where(incidents.c.id == incident_id).values(
+                    status="resolved", resolved_at=now, resolved_by=SYSTEM_ACTOR, resolved_how="quiet",
+                    next_escalation_at=None, updated_at=now))
+                await conn.execute(incident_timeline.insert().values(
+                    incident_id=incident_id, at=now, kind="resolved", actor=SYSTEM_ACTOR,
+                    detail={"how": "quiet", "quiet_s": quiet}))
+                await notify(conn, incident_id=incident_id, event="quiet", kind="resolve",
+                             routing=self.routing, now=now)
+        if rows and self.on_enqueued is not None:
+            self.on_enqueued()
+        return len(rows)
+
     async def run(self, stop: asyncio.Event) -> None:
-        if not self.routing.escalation_policies:
+        if not self.routing.escalation_policies and not self.routing.auto_resolve_after_s:
             await stop.wait()  # nothing can ever be due (but returning early would read as a crash)
             return
         retryable = retryable_types()
         while not stop.is_set():
             try:
-                if await self.escalate_due():
+                if await self.escalate_due() + await self.resolve_quiet():
                     continue
             except retryable as exc:
                 log.warning("escalation paused: %r", exc)

@@ -51,6 +51,7 @@ async def enqueue(
     channels: list[str],
     payload: dict[str, Any],
     now: datetime,
+    delay: timedelta = timedelta(0),
 ) -> int:
     """One notification per channel for a change identified by ``event``; idempotent."""
     if not channels:
@@ -66,7 +67,7 @@ async def enqueue(
                 "payload": payload,
                 "status": "pending",
                 "attempts": 0,
-                "next_attempt_at": now,
+                "next_attempt_at": now + delay,
                 "created_at": now,
             }
             for ch in channels
@@ -77,9 +78,21 @@ async def enqueue(
 
 
 async def claim(conn: AsyncConnection, *, now: datetime, limit: int) -> list[dict[str, Any]]:
+    """Due notifications, each the oldest pending one of its (incident, channel): a channel
+    hears an incident's changes in order (no resolve overtaking its trigger or a retry)."""
+    earlier = notifications.alias("earlier")
     rows = await conn.execute(
         sa.select(notifications)
-        .where(notifications.c.status == "pending", notifications.c.next_attempt_at <= now)
+        .where(
+            notifications.c.status == "pending",
+            notifications.c.next_attempt_at <= now,
+            ~sa.exists().where(
+                earlier.c.incident_id == notifications.c.incident_id,
+                earlier.c.channel == notifications.c.channel,
+                earlier.c.status == "pending",
+                earlier.c.id < notifications.c.id,
+            ),
+        )
         .order_by(notifications.c.next_attempt_at, notifications.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -137,3 +150,31 @@ async def for_incident(conn: AsyncConnection, *, incident_id: uuid.UUID) -> list
         sa.select(notifications).where(notifications.c.incident_id == incident_id).order_by(notifications.c.id)
     )
     return [dict(r) for r in rows.mappings()]
+
+
+async def unsent_trigger_refreshed(
+    conn: AsyncConnection, *, incident_id: uuid.UUID, payload: dict[str, Any]
+) -> bool:
+    """A trigger still waiting (group wait) takes the incident's latest state instead of a
+    separate update page; True if there was one."""
+    res = await conn.execute(
+        notifications.update()
+        .where(notifications.c.incident_id == incident_id, notifications.c.kind == "trigger",
+               notifications.c.status == "pending", notifications.c.attempts == 0)
+        .values(payload=payload)
+    )
+    return bool(res.rowcount)
+
+
+async def cancel_if_never_paged(conn: AsyncConnection, *, incident_id: uuid.UUID) -> bool:
+    """If nothing about the incident was ever sent, cancel what is pending; True if so."""
+    sent = await conn.scalar(sa.select(sa.exists().where(
+        notifications.c.incident_id == incident_id, notifications.c.status == "sent")))
+    if sent:
+        return False
+    res = await conn.execute(
+        notifications.update()
+        .where(notifications.c.incident_id == incident_id, notifications.c.status == "pending")
+        .values(status="cancelled")
+    )
+    return bool(res.rowcount)

@@ -103,6 +103,11 @@ class Routing(BaseModel):
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
     default: Route = Field(default_factory=lambda: Route(team="live-ops"))
+    # Alertmanager's group wait: a new incident's first page waits this long, so a flap that
+    # resolves at once pages nobody and a severity rise in the meantime goes out in one page
+    group_wait_s: float = Field(0.0, ge=0, le=3600)
+    # an open incident with no new signal for this long resolves itself (0 = never)
+    auto_resolve_after_s: float = Field(0.0, ge=0)
     schedules: dict[str, Schedule] = Field(default_factory=dict)  # keyed by team
     escalation_policies: dict[str, EscalationPolicy] = Field(default_factory=dict)
 

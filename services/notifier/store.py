@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier.escalator import start_escalation
 from services.notifier.incidents import IncidentState, kind_of, merge, open_incident
-from services.notifier.outbox import enqueue, incident_payload
+from services.notifier.outbox import cancel_if_never_paged, enqueue, incident_payload, unsent_trigger_refreshed
 from services.notifier.routing import Routing
 from services.notifier.silence_store import held_by
 from services.notifier.tables import incident_severity, incident_signals, incident_timeline, incidents
@@ -153,11 +153,19 @@ async def notify(
         ))
         return 0
     payload = incident_payload(row, route.team)
+    if kind == "update" and await unsent_trigger_refreshed(conn, incident_id=incident_id, payload=payload):
+        return 0  # the first page has not gone out yet: it will carry this severity
+    if kind == "resolve" and await cancel_if_never_paged(conn, incident_id=incident_id):
+        await conn.execute(incident_timeline.insert().values(
+            incident_id=incident_id, at=now, kind="page_cancelled", actor=SYSTEM_ACTOR,
+            detail={"reason": "resolved within the group wait: nobody was paged", "event": event}))
+        return 0
     if set_team and route.escalation_policy is not None:  # a new incident: page level 1, time level 2
         payload["targets"] = await start_escalation(conn, incident_id=incident_id, routing=routing,
                                                     policy_name=route.escalation_policy, now=now)
+    delay = timedelta(seconds=routing.group_wait_s) if kind == "trigger" else timedelta(0)
     n = await enqueue(conn, incident_id=incident_id, event=event, kind=kind, channels=route.channels,
-                      payload=payload, now=now)
+                      payload=payload, now=now, delay=delay)
     if n:
         await conn.execute(incident_timeline.insert().values(
             incident_id=incident_id, at=now, kind="page_queued", actor=SYSTEM_ACTOR,

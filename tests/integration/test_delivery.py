@@ -78,8 +78,10 @@ async def test_trigger_update_ack_resolve_reach_every_channel_once(settings: Set
         async with engine.begin() as conn:
             res = await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
             await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)  # redelivery
-            await apply_signal(conn, signal=signal(2, "SEV1"), now=clock.now(), routing=routing)
         assert res.created and res.notified == 3
+        await drain(d, clock)  # the first page went out: a rise is a page of its own
+        async with engine.begin() as conn:
+            await apply_signal(conn, signal=signal(2, "SEV1"), now=clock.now(), routing=routing)
         async with engine.connect() as conn:
             history = (await conn.execute(sa.text(
                 "SELECT severity FROM incident_severity WHERE incident_id = :i ORDER BY id"),
@@ -225,3 +227,71 @@ async def test_reports_to_page_end_to_end(broker: str, database_url: str, tmp_pa
             await eventually(
                 lambda: any(r.path == "/pd" and r.json()["event_action"] == "acknowledge" for r in rec.requests),
                 timeout=15, what="the acknowledge reached PagerDuty")
+
+
+def grouped(rec: Receiver, tmp_path: Path, **extra: float) -> Routing:
+    base = routing_for(rec, tmp_path)
+    return Routing.model_validate({**base.model_dump(mode="json"), "group_wait_s": 30, **extra})
+
+
+async def test_group_wait_holds_the_first_page_and_folds_a_rise_into_it(settings: Settings, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = grouped(rec, tmp_path)
+        d = deliverer(engine, routing, http, clock)
+        async with engine.begin() as conn:
+            await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
+        assert await d.deliver_due() == 0  # waiting out the group wait
+        clock.advance(timedelta(seconds=10))
+        async with engine.begin() as conn:
+            await apply_signal(conn, signal=signal(2, "SEV1"), now=clock.now(), routing=routing)
+        assert await d.deliver_due() == 0
+        clock.advance(timedelta(seconds=21))
+        await drain(d, clock)
+    pd = [r.json() for r in rec.requests if r.path == "/pd"]
+    assert [p["event_action"] for p in pd] == ["trigger"]  # one page, with the risen severity
+    assert pd[0]["payload"]["severity"] == "critical"
+
+
+async def test_a_flap_inside_the_group_wait_pages_nobody(settings: Settings, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = grouped(rec, tmp_path)
+        async with engine.begin() as conn:
+            res = await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
+            await apply_signal(conn, signal=signal(3, kind="resolve"), now=clock.now(), routing=routing)
+            kinds = (await conn.execute(sa.text(
+                "SELECT kind FROM incident_timeline WHERE incident_id = :i ORDER BY id"),
+                {"i": res.incident_id})).scalars().all()
+            statuses = (await conn.execute(sa.text(
+                "SELECT DISTINCT status FROM notifications WHERE incident_id = :i"),
+                {"i": res.incident_id})).scalars().all()
+        clock.advance(timedelta(minutes=5))
+        await drain(deliverer(engine, routing, http, clock), clock)
+    assert rec.requests == []
+    assert "page_cancelled" in kinds and statuses == ["cancelled"]
+
+
+async def test_a_quiet_incident_resolves_itself_with_a_resolve_page(settings: Settings, tmp_path: Path) -> None:
+    from services.notifier.escalator import Escalator
+
+    clock = ManualClock(T0 + timedelta(minutes=1))
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = Routing.model_validate({**routing_for(rec, tmp_path).model_dump(mode="json"),
+                                          "auto_resolve_after_s": 900})
+        d = deliverer(engine, routing, http, clock)
+        esc = Escalator(engine, routing, clock)
+        async with engine.begin() as conn:
+            res = await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
+        await drain(d, clock, rounds=1)
+        assert await esc.resolve_quiet() == 0  # the last signal (T0) is a minute old: not quiet
+        clock.advance(timedelta(minutes=14))  # now 15 min 5 s after it
+        assert await esc.resolve_quiet() == 1
+        assert await esc.resolve_quiet() == 0
+        await drain(d, clock)
+        async with engine.connect() as conn:
+            how = await conn.scalar(sa.text("SELECT resolved_how FROM incidents WHERE id = :i"),
+                                    {"i": res.incident_id})
+    assert how == "quiet"
+    pd = [r.json()["event_action"] for r in rec.requests if r.path == "/pd"]
+    assert pd == ["trigger", "resolve"]

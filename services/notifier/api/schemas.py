@@ -107,7 +107,7 @@ class NotificationOut(BaseModel):
     key: str
     channel: str
     kind: str
-    status: Literal["pending", "sent", "dead"]
+    status: Literal["pending", "sent", "dead", "cancelled"]
     attempts: int
     next_attempt_at: datetime
     created_at: datetime
