@@ -76,6 +76,17 @@ def reach(viewer_count: int | None, full: int = 1_000_000) -> float:
     return min(1.0, math.log10(1 + viewer_count) / math.log10(1 + full))
 
 
+def _report_parts(
+    category: str, source: str, viewer_count: int | None, classifier_score: float | None, cfg: ScoringConfig
+) -> tuple[float, float, float]:
+    """(category weight, trust multiplier, reach multiplier) of one report."""
+    return (
+        cfg.weight(category),
+        0.5 + 0.5 * source_trust(source, classifier_score, cfg),
+        0.5 + 0.5 * reach(viewer_count, cfg.reach_full_viewers),
+    )
+
+
 def report_score(
     category: str,
     source: str,
@@ -84,12 +95,8 @@ def report_score(
     cfg: ScoringConfig | None = None,
 ) -> float:
     """The score alone (hot path): category weight x trust x reach multipliers."""
-    cfg = cfg or _DEFAULT
-    return (
-        cfg.weight(category)
-        * (0.5 + 0.5 * source_trust(source, classifier_score, cfg))
-        * (0.5 + 0.5 * reach(viewer_count, cfg.reach_full_viewers))
-    )
+    w, trust_mult, reach_mult = _report_parts(category, source, viewer_count, classifier_score, cfg or _DEFAULT)
+    return w * trust_mult * reach_mult
 
 
 def score_report(
@@ -100,10 +107,7 @@ def score_report(
     cfg: ScoringConfig | None = None,
 ) -> Scored:
     """The score with its factors, for the signal that explains it."""
-    cfg = cfg or _DEFAULT
-    w = cfg.weight(category)
-    trust_mult = 0.5 + 0.5 * source_trust(source, classifier_score, cfg)
-    reach_mult = 0.5 + 0.5 * reach(viewer_count, cfg.reach_full_viewers)
+    w, trust_mult, reach_mult = _report_parts(category, source, viewer_count, classifier_score, cfg or _DEFAULT)
     return Scored(
         score=w * trust_mult * reach_mult,
         factors=(
