@@ -36,8 +36,9 @@ def get_state(request: Request) -> ApiState:
 
 
 async def get_conn(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads, in autocommit: no BEGIN/ROLLBACK round trips per request."""
     async with get_state(request).engine.connect() as conn:
-        yield conn
+        yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 PUBLIC = ("/healthz", "/readyz", "/metrics")
