@@ -141,14 +141,32 @@ class Escalator:
             self.on_enqueued()
         return len(rows)
 
+    async def end_elapsed_silences(self) -> int:
+        """Silences whose end time passed are expired as if deleted: what they held is paged
+        again (once: expiring is idempotent). Returns how many were ended."""
+        from services.notifier.silence_store import expire_silence
+        from services.notifier.tables import silences
+
+        async with self.engine.begin() as conn:
+            now = self.clock.now()
+            ids = (await conn.execute(
+                sa.select(silences.c.id)
+                .where(silences.c.expired_at.is_(None), silences.c.ends_at <= now)
+                .limit(self.batch)
+                .with_for_update(skip_locked=True)
+            )).scalars().all()
+            for silence_id in ids:
+                await expire_silence(conn, silence_id=silence_id, now=now, routing=self.routing)
+        if ids and self.on_enqueued is not None:
+            self.on_enqueued()
+        return len(ids)
+
     async def run(self, stop: asyncio.Event) -> None:
-        if not self.routing.escalation_policies and not self.routing.auto_resolve_after_s:
-            await stop.wait()  # nothing can ever be due (but returning early would read as a crash)
-            return
         retryable = retryable_types()
         while not stop.is_set():
             try:
-                if await self.escalate_due() + await self.resolve_quiet():
+                if (await self.escalate_due() + await self.resolve_quiet()
+                        + await self.end_elapsed_silences()):
                     continue
             except retryable as exc:
                 log.warning("escalation paused: %r", exc)

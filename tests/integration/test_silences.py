@@ -232,3 +232,24 @@ async def test_inhibit_rule_api_crud(api: httpx.AsyncClient) -> None:
     r = await api.delete(f"/v1/inhibit-rules/{rule['id']}")
     assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
     assert (await api.get("/v1/inhibit-rules")).json() == []
+
+
+async def test_a_silence_that_runs_out_pages_what_it_held_once(env: Env) -> None:
+    from services.notifier.escalator import Escalator
+
+    async with env.engine.begin() as conn:
+        await silence_store.create_silence(
+            conn, matchers={"stream_id": ["s1"]}, starts_at=T0, ends_at=T0 + timedelta(minutes=30),
+            created_by="amy", comment="maintenance", now=T0)
+        res = await apply_signal(conn, signal=sig("r1"), now=T0, routing=env.routing)
+    assert res.notified == 0
+    esc = Escalator(env.engine, env.routing, env.clock)
+    env.clock.advance(timedelta(minutes=29))
+    assert await esc.end_elapsed_silences() == 0  # still in force
+    env.clock.advance(timedelta(minutes=2))
+    assert await esc.end_elapsed_silences() == 1
+    assert await esc.end_elapsed_silences() == 0  # ended once
+    await drain(deliverer(env.engine, env.routing, env.http, env.clock), env.clock)
+    pd = [r.json()["event_action"] for r in env.rec.requests if r.path == "/pd"]
+    assert pd == ["trigger"]
+    assert "page_queued" in await kinds(env, res.incident_id)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from services.notifier.api.schemas import (
     NotificationOut,
     ReassignIn,
     SeverityChange,
+    StatsOut,
     OnCall,
     Problem,
     Status,
@@ -181,7 +182,7 @@ async def oncall_now(request: Request) -> OnCall:
     return OnCall(at=now, teams=teams)
 
 
-@router.get("/v1/stats", tags=["stats"], responses=PROBLEMS)
+@router.get("/v1/stats", response_model=StatsOut, tags=["stats"], responses=PROBLEMS)
 async def incident_stats(
     conn: Conn,
     request: Request,

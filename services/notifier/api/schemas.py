@@ -141,3 +141,28 @@ class ReassignIn(BaseModel):
 class SeverityChange(BaseModel):
     at: datetime
     severity: Severity
+
+
+class SlaRow(BaseModel):
+    severity: Severity
+    category: Category
+    incidents: int
+    acknowledged_within_sla: int
+    actioned_within_sla: int
+    ack_share: float
+    action_share: float
+
+
+class StatsOut(BaseModel):
+    """Program figures over [since, until)."""
+
+    since: datetime
+    until: datetime
+    incidents: int
+    by: dict[Literal["category", "severity", "status"], dict[str, int]]
+    mtta_s: float | None = Field(description="Mean time to acknowledge, seconds.")
+    mttr_s: float | None = Field(description="Mean time to resolve, seconds.")
+    time_to_action_p50_s: float | None
+    time_to_action_p90_s: float | None
+    sla_targets_minutes: dict[Literal["acknowledge", "action"], dict[str, float]]
+    sla: list[SlaRow]
