@@ -141,6 +141,37 @@ class Escalator:
             self.on_enqueued()
         return len(rows)
 
+    async def repeat_unacknowledged(self) -> int:
+        """Page again incidents still triggered ``repeat_interval_s`` after their last page
+        (incidents with an escalation policy are the Escalator's, not this). Returns how many."""
+        every = self.routing.repeat_interval_s
+        if not every:
+            return 0
+        from services.notifier.store import notify  # store imports this module
+        from services.notifier.tables import notifications
+
+        async with self.engine.begin() as conn:
+            now = self.clock.now()
+            last_page = (
+                sa.select(sa.func.max(notifications.c.created_at))
+                .where(notifications.c.incident_id == incidents.c.id, notifications.c.status != "cancelled")
+                .scalar_subquery()
+            )
+            rows = (await conn.execute(
+                sa.select(incidents.c.id, last_page.label("last_page"))
+                .where(incidents.c.status == "triggered", incidents.c.escalation_policy.is_(None),
+                       incidents.c.silenced_by.is_(None), last_page <= now - timedelta(seconds=every))
+                .limit(self.batch)
+                .with_for_update(of=incidents, skip_locked=True)
+            )).all()
+            for incident_id, last in rows:
+                # the event names the page it repeats, so a second sweep cannot repeat it twice
+                await notify(conn, incident_id=incident_id, event=f"repeat:{last.isoformat()}",
+                             kind="trigger", routing=self.routing, now=now)
+        if rows and self.on_enqueued is not None:
+            self.on_enqueued()
+        return len(rows)
+
     async def end_elapsed_silences(self) -> int:
         """Silences whose end time passed are expired as if deleted: what they held is paged
         again (once: expiring is idempotent). Returns how many were ended."""
@@ -166,7 +197,7 @@ class Escalator:
         while not stop.is_set():
             try:
                 if (await self.escalate_due() + await self.resolve_quiet()
-                        + await self.end_elapsed_silences()):
+                        + await self.end_elapsed_silences() + await self.repeat_unacknowledged()):
                     continue
             except retryable as exc:
                 log.warning("escalation paused: %r", exc)

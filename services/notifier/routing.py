@@ -108,6 +108,9 @@ class Routing(BaseModel):
     group_wait_s: float = Field(0.0, ge=0, le=3600)
     # an open incident with no new signal for this long resolves itself (0 = never)
     auto_resolve_after_s: float = Field(0.0, ge=0)
+    # Alertmanager's repeat interval: a triggered, unacknowledged incident without an
+    # escalation policy is paged again this long after its last page (0 = never)
+    repeat_interval_s: float = Field(0.0, ge=0)
     schedules: dict[str, Schedule] = Field(default_factory=dict)  # keyed by team
     escalation_policies: dict[str, EscalationPolicy] = Field(default_factory=dict)
 

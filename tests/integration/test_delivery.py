@@ -295,3 +295,33 @@ async def test_a_quiet_incident_resolves_itself_with_a_resolve_page(settings: Se
     assert how == "quiet"
     pd = [r.json()["event_action"] for r in rec.requests if r.path == "/pd"]
     assert pd == ["trigger", "resolve"]
+
+
+async def test_an_unacknowledged_incident_is_paged_again_each_repeat_interval(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from services.notifier.escalator import Escalator
+
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = Routing.model_validate({**routing_for(rec, tmp_path).model_dump(mode="json"),
+                                          "repeat_interval_s": 3600})
+        d = deliverer(engine, routing, http, clock)
+        esc = Escalator(engine, routing, clock)
+        async with engine.begin() as conn:
+            res = await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
+        await drain(d, clock, rounds=1)
+        clock.advance(timedelta(minutes=59))
+        assert await esc.repeat_unacknowledged() == 0
+        clock.advance(timedelta(minutes=2))
+        assert await esc.repeat_unacknowledged() == 1
+        assert await esc.repeat_unacknowledged() == 0  # repeated once per interval
+        await drain(d, clock, rounds=1)
+        async with engine.begin() as conn:
+            await act(conn, incident_id=res.incident_id, action="acknowledge", actor="amy",
+                      now=clock.now(), routing=routing)
+        clock.advance(timedelta(hours=2))
+        assert await esc.repeat_unacknowledged() == 0  # acknowledged: no more repeats
+        await drain(d, clock)
+    pd = [r.json()["event_action"] for r in rec.requests if r.path == "/pd"]
+    assert pd == ["trigger", "trigger", "acknowledge"]
