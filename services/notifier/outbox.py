@@ -155,15 +155,22 @@ async def for_incident(conn: AsyncConnection, *, incident_id: uuid.UUID) -> list
 async def unsent_trigger_refreshed(
     conn: AsyncConnection, *, incident_id: uuid.UUID, payload: dict[str, Any]
 ) -> bool:
-    """A trigger still waiting (group wait) takes the incident's latest state instead of a
-    separate update page; True if there was one."""
+    """A trigger (group wait) or update (group interval) still waiting takes the incident's
+    latest state instead of another page; True if there was one."""
     res = await conn.execute(
         notifications.update()
-        .where(notifications.c.incident_id == incident_id, notifications.c.kind == "trigger",
+        .where(notifications.c.incident_id == incident_id,
+               notifications.c.kind.in_(("trigger", "update")),
                notifications.c.status == "pending", notifications.c.attempts == 0)
         .values(payload=payload)
     )
     return bool(res.rowcount)
+
+
+async def last_sent_at(conn: AsyncConnection, *, incident_id: uuid.UUID) -> datetime | None:
+    return await conn.scalar(
+        sa.select(sa.func.max(notifications.c.sent_at)).where(notifications.c.incident_id == incident_id)
+    )
 
 
 async def cancel_if_never_paged(conn: AsyncConnection, *, incident_id: uuid.UUID) -> bool:

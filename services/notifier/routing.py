@@ -106,6 +106,8 @@ class Routing(BaseModel):
     # Alertmanager's group wait: a new incident's first page waits this long, so a flap that
     # resolves at once pages nobody and a severity rise in the meantime goes out in one page
     group_wait_s: float = Field(0.0, ge=0, le=3600)
+    # ... and later changes (a severity rise) page at most once per group interval
+    group_interval_s: float = Field(0.0, ge=0, le=86400)
     # an open incident with no new signal for this long resolves itself (0 = never)
     auto_resolve_after_s: float = Field(0.0, ge=0)
     # Alertmanager's repeat interval: a triggered, unacknowledged incident without an

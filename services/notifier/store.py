@@ -20,7 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier.escalator import start_escalation
 from services.notifier.incidents import IncidentState, kind_of, merge, open_incident
-from services.notifier.outbox import cancel_if_never_paged, enqueue, incident_payload, unsent_trigger_refreshed
+from services.notifier.outbox import (
+    cancel_if_never_paged,
+    enqueue,
+    incident_payload,
+    last_sent_at,
+    unsent_trigger_refreshed,
+)
 from services.notifier.routing import Routing
 from services.notifier.silence_store import held_by
 from services.notifier.tables import incident_severity, incident_signals, incident_timeline, incidents
@@ -163,7 +169,14 @@ async def notify(
     if set_team and route.escalation_policy is not None:  # a new incident: page level 1, time level 2
         payload["targets"] = await start_escalation(conn, incident_id=incident_id, routing=routing,
                                                     policy_name=route.escalation_policy, now=now)
-    delay = timedelta(seconds=routing.group_wait_s) if kind == "trigger" else timedelta(0)
+    delay = timedelta(0)
+    if kind == "trigger":
+        delay = timedelta(seconds=routing.group_wait_s)
+    elif kind == "update" and routing.group_interval_s:
+        # group interval: updates go out at most once per interval after the last page
+        last = await last_sent_at(conn, incident_id=incident_id)
+        if last is not None:
+            delay = max(timedelta(0), last + timedelta(seconds=routing.group_interval_s) - now)
     n = await enqueue(conn, incident_id=incident_id, event=event, kind=kind, channels=route.channels,
                       payload=payload, now=now, delay=delay)
     if n:

@@ -325,3 +325,22 @@ async def test_an_unacknowledged_incident_is_paged_again_each_repeat_interval(
         await drain(d, clock)
     pd = [r.json()["event_action"] for r in rec.requests if r.path == "/pd"]
     assert pd == ["trigger", "trigger", "acknowledge"]
+
+
+async def test_group_interval_folds_rises_into_one_update_page(settings: Settings, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = Routing.model_validate({**routing_for(rec, tmp_path).model_dump(mode="json"),
+                                          "group_interval_s": 300})
+        d = deliverer(engine, routing, http, clock)
+        async with engine.begin() as conn:
+            await apply_signal(conn, signal=signal(1, "SEV3"), now=clock.now(), routing=routing)
+        await drain(d, clock, rounds=1)  # the first page goes out at once (no group wait)
+        async with engine.begin() as conn:
+            await apply_signal(conn, signal=signal(2, "SEV2"), now=clock.now(), routing=routing)
+            await apply_signal(conn, signal=signal(3, "SEV1"), now=clock.now(), routing=routing)
+        assert await d.deliver_due() == 0  # within the group interval
+        clock.advance(timedelta(minutes=5))
+        await drain(d, clock)
+    pd = [r.json() for r in rec.requests if r.path == "/pd"]
+    assert [p["payload"]["severity"] for p in pd] == ["warning", "critical"]  # SEV2 folded into SEV1
