@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -345,17 +345,26 @@ async def pipeline(settings: Settings, n: int, timeout_s: float, res: Results, q
         res.incidents_in_db = int(await conn.scalar(text("SELECT count(*) FROM incidents")) or 0)
 
 
+async def bench_environment(
+    stack: AsyncExitStack, make_settings: Callable[[str, str], Settings]
+) -> tuple[Settings, str, str]:
+    """A fresh embedded broker and a database, owned by ``stack``; topics made, schema migrated.
+    Returns (settings, database description, bootstrap address)."""
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="livetriage-bench-")))
+    bootstrap = await stack.enter_async_context(embedded_broker(tmp, free_port()))
+    db_url, db_desc = await database_url(stack, tmp)
+    settings = make_settings(bootstrap, db_url)
+    await prepare(settings)
+    return settings, db_desc, bootstrap
+
+
 async def run(args: argparse.Namespace) -> Results:
     n = args.reports
     timeout_s = args.timeout or max(120.0, n / 500)
     quiet = args.json
     say = (lambda *_: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     async with AsyncExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="livetriage-bench-")))
-        bootstrap = await stack.enter_async_context(embedded_broker(tmp, free_port()))
-        db_url, db_desc = await database_url(stack, tmp)
-        settings = bench_settings(bootstrap, db_url)
-        await prepare(settings)
+        settings, db_desc, bootstrap = await bench_environment(stack, bench_settings)
         res = Results(reports=n, streams=args.streams, database=db_desc)
         say(f"broker {bootstrap} (embedded tansu), database {db_desc}")
 

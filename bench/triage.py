@@ -45,7 +45,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -58,8 +57,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry, Histogram
 
-from bench.pipeline import _by_label, _value, bench_settings, ceiling, database_url, prepare
-from livetriage.embedded import embedded_broker, free_port
+from bench.pipeline import _by_label, _value, bench_environment, bench_settings, ceiling
 from livetriage.simulate import ReportFactory
 from services.ingest.validate import Rejected, canonical_json, parse_report
 from services.triage.metrics import TriageMetrics
@@ -307,15 +305,14 @@ async def run(args: argparse.Namespace) -> Results:
     timeout_s = args.timeout or max(120.0, n / 500)
     quiet = args.json
     say = (lambda *_: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    async with AsyncExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="livetriage-bench-")))
-        bootstrap = await stack.enter_async_context(embedded_broker(tmp, free_port()))
-        db_url, db_desc = await database_url(stack, tmp)
-        settings = triage_settings(bootstrap, db_url)
+    def make_settings(bootstrap: str, db_url: str) -> Settings:
+        s = triage_settings(bootstrap, db_url)
         if args.checkpoint_interval is not None:
-            settings = settings.model_copy(
-                update={"checkpoint_interval_s": args.checkpoint_interval})
-        await prepare(settings)
+            s = s.model_copy(update={"checkpoint_interval_s": args.checkpoint_interval})
+        return s
+
+    async with AsyncExitStack() as stack:
+        settings, db_desc, bootstrap = await bench_environment(stack, make_settings)
         res = Results(reports=n, streams=args.streams, rate=args.rate, jitter_s=args.jitter,
                       database=db_desc, partitions=settings.topic_partitions,
                       checkpoint_interval_s=settings.checkpoint_interval_s)

@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from shared.events import Category
 from shared.kafka import open_producer
 from shared.settings import Settings
 
@@ -173,6 +172,3 @@ async def simulate(
         await asyncio.gather(*pending)
     return sent
 
-
-def valid_categories() -> list[str]:
-    return [c.value for c in Category]

@@ -30,8 +30,6 @@ DEFAULT_CATEGORY_WEIGHT: dict[str, float] = {
     "other": 0.2,
     "spam": 0.1,
 }
-# kept for callers that only need the defaults
-CATEGORY_WEIGHT = DEFAULT_CATEGORY_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -166,21 +164,6 @@ def best_spike_score(category: str, viewers: int, cfg: ScoringConfig | None = No
     """The most a spike on this key could score: full magnitude and diversity."""
     cfg = cfg or _DEFAULT
     return cfg.weight(category) * (0.5 + 0.5 * reach(viewers, cfg.reach_full_viewers))
-
-
-def score_spike(
-    category: str,
-    *,
-    effective: float,
-    baseline_mean: float,
-    distinct: int,
-    viewers: int,
-    cfg: ScoringConfig | None = None,
-) -> Scored:
-    """``spike_score`` with its factors, for callers that want the explanation."""
-    sp = spike_score(category, effective=effective, baseline_mean=baseline_mean, distinct=distinct,
-                     viewers=viewers, cfg=cfg)
-    return Scored(score=sp.score, factors=sp.factors(category, distinct, viewers))
 
 
 def severity_for(score: float, thresholds: tuple[float, float, float] = (0.75, 0.5, 0.3)) -> Severity:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.triage.scoring import CATEGORY_WEIGHT, reach, score_report, severity_for, source_trust
+from services.triage.scoring import DEFAULT_CATEGORY_WEIGHT as CATEGORY_WEIGHT, reach, score_report, severity_for, source_trust
 from shared.events import Category, Severity
 
 
