@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from shared.kafka import ConsumerLag
+
 
 class IngestMetrics:
     """Counters for what ingest consumed, published, dropped and dead-lettered."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.lag = ConsumerLag.of(registry)
         self.consumed = Counter(
             "livetriage_ingest_reports_consumed", "Raw reports consumed.", registry=registry
         )

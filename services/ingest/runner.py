@@ -20,7 +20,7 @@ from services.ingest.metrics import IngestMetrics
 from services.ingest.validate import Rejected, canonical_json, parse_report
 from shared.clock import Clock, SystemClock
 from shared.events import Report
-from shared.kafka import Record, consume_batches, dlq_headers, open_consumer
+from shared.kafka import Record, consume_batches, dlq_headers, dlq_value, open_consumer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,12 +86,13 @@ class Ingester:
                 )
             )
         for rec, rej in rejected:
+            value, cut = dlq_value(rec)
             futures.append(
                 await self._producer.send(
                     self._s.dlq_topic,
-                    rec.value,
+                    value,
                     key=rec.key,
-                    headers=dlq_headers(rec, rej.reason, rej.detail),
+                    headers=dlq_headers(rec, rej.reason, rej.detail) + cut,
                 )
             )
         if futures:
@@ -139,5 +140,7 @@ async def run_ingest(
             max_records=settings.batch_max_records,
             poll_timeout_ms=settings.poll_timeout_ms,
             tick=tick,
+            lag=metrics.lag,
+            group=settings.ingest_group,
         )
     log.info("ingest stopped")

@@ -5,6 +5,8 @@ Pure: no I/O. The reason codes are a closed set so they can label metrics.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -57,6 +59,17 @@ def parse_report(
         report = Report.model_validate_json(raw)
     except ValidationError as exc:
         return _classify(exc)
+    if b"\\u0000" in raw:  # cheap pre-filter: the escape is the only way JSON can carry NUL
+        where = _first_path(report.model_dump(mode="python"), _has_nul)
+        if where is not None:
+            # PostgreSQL text and jsonb cannot store U+0000: such a report_id made the dedup
+            # claim fail, which the batch loop retries as if the database were down, forever.
+            return Rejected("schema_violation", f"{where}: contains a NUL character (U+0000)")
+    if b"Infinity" in raw or b"NaN" in raw:  # pre-filter: the only spellings the parser accepts
+        where = _first_path(report.model_dump(mode="python"), _not_finite)
+        if where is not None:
+            # not JSON: downstream parsers reject it, and the clean copy would turn it into null
+            return Rejected("schema_violation", f"{where}: NaN and Infinity are not JSON numbers")
     if report.text is not None and len(report.text) > max_text_chars:
         return Rejected("text_too_long", f"text has {len(report.text)} chars, limit {max_text_chars}")
     if now is not None:
@@ -74,7 +87,7 @@ def parse_report(
 
 
 def _classify(exc: ValidationError) -> Rejected:
-    errors = exc.errors(include_url=False, include_input=False)
+    errors = exc.errors(include_url=False)
     detail = "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors[:5]
     )[:500]
@@ -83,11 +96,43 @@ def _classify(exc: ValidationError) -> Rejected:
         return Rejected("invalid_json", detail)
     if any(t == "model_type" and not loc for t, loc in kinds):
         return Rejected("not_an_object", detail)
-    if ("enum", ("category",)) in kinds:
-        return Rejected("unknown_category", detail)
-    if ("literal_error", ("schema_version",)) in kinds:
+    # the version first: another version may well have other categories. Any error there
+    # (not only literal_error: a huge integer fails earlier, as int_parsing_size)
+    if any(loc == ("schema_version",) for _, loc in kinds):
         return Rejected("unsupported_schema_version", detail)
+    # a category name this version does not know; a number, null or list is a broken producer
+    if any(e["type"] == "enum" and e["loc"] == ("category",) and isinstance(e.get("input"), str)
+           for e in errors):
+        return Rejected("unknown_category", detail)
     return Rejected("schema_violation", detail)
+
+
+def _has_nul(value: object) -> bool:
+    return isinstance(value, str) and "\x00" in value
+
+
+def _not_finite(value: object) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _first_path(value: object, bad: Callable[[object], bool], path: str = "") -> str | None:
+    """The dotted path of the first value (or key) in ``value`` that is ``bad``."""
+    if bad(value):
+        return path or "<root>"
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{path}.{k}" if path else (str(k) or "\"\"")
+            if bad(k):
+                return here.replace("\x00", "\\0")
+            found = _first_path(v, bad, here)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _first_path(v, bad, f"{path}.{i}" if path else str(i))
+            if found is not None:
+                return found
+    return None
 
 
 def canonical_json(report: Report) -> bytes:
