@@ -8,6 +8,7 @@ is frozen, so a surge is never learned as normal.
 
 from __future__ import annotations
 
+import functools
 import math
 
 
@@ -45,3 +46,84 @@ class Baseline:
 def alpha_for_half_life(half_life_s: float, hop_s: float) -> float:
     """EWMA weight per observation (one per hop) for a given half-life."""
     return 1.0 - 0.5 ** (hop_s / half_life_s)
+
+
+# ---- count-appropriate tail test ------------------------------------------------------------
+#
+# A z-score treats a count as normal; for the few reports a quiet key sees in a window that is
+# badly wrong (the upper tail of a count with mean 0.5 is far thinner than a normal's). The
+# early spike test instead asks how likely a count at least this large is under a negative
+# binomial with the learned mean and variance (Poisson when the variance is not above the
+# mean), and opens when that probability is below 10**-log10_p. The threshold count only
+# depends on (mean, dispersion, log10_p), so it is computed once per (rounded-up) bucket.
+
+_MEAN_STEPS = 32  # mean buckets per doubling (~2% apart), rounded up: never more lenient
+_PHI_STEPS = 20  # dispersion buckets per unit, rounded up
+_PHI_MAX = 4.0
+_MEAN_MIN = 1e-3
+
+
+def log10_sf(c: int, mean: float, var: float) -> float:
+    """log10 P(X >= c) for a count with this mean and variance: negative binomial when
+    ``var > mean`` (dispersion (var - mean) / mean**2 above 1e-6), else Poisson. Summed over the tail
+    term by term, so tiny tails are accurate. Counts at or below the mean give 0.0 (P ~ 1)."""
+    if c <= 0 or c <= mean:
+        return 0.0
+    mean = max(mean, 1e-12)
+    if var - mean > 1e-6 * mean * mean:  # else as good as Poisson (and lgamma would cancel)
+        r = mean * mean / (var - mean)
+        q = mean / (r + mean)  # success probability of the "failures" count
+        log_term = (math.lgamma(c + r) - math.lgamma(r) - math.lgamma(c + 1)
+                    + r * math.log1p(-q) + c * math.log(q))
+
+        def ratio(k: int) -> float:
+            return (k + r) / (k + 1) * q
+
+        limit = q  # term ratios tend to q (from above if r > 1, from below if not)
+    else:
+        log_term = -mean + c * math.log(mean) - math.lgamma(c + 1)
+
+        def ratio(k: int) -> float:
+            return mean / (k + 1)
+
+        limit = 0.0
+    # sum the tail in units of the first term (which is its largest: c > mean >= mode)
+    total, term, k = 1.0, 1.0, c
+    while term > 1e-13 * total:
+        rk = ratio(k)
+        if k >= c + 20_000:
+            # a very slow tail: bound the rest by a geometric series (over-, never under-)
+            rk = max(rk, limit)
+            total += term * rk / (1.0 - rk)
+            break
+        term *= rk
+        total += term
+        k += 1
+    return (log_term + math.log(total)) / math.log(10.0)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _threshold(mean_bucket: int, phi_bucket: int, log10_p: float) -> int:
+    mean = 2.0 ** (mean_bucket / _MEAN_STEPS)
+    var = mean + phi_bucket / _PHI_STEPS * mean * mean
+    lo = int(mean)  # sf(lo) ~ 1 > p
+    hi = max(lo + 1, 2)
+    while log10_sf(hi, mean, var) > -log10_p:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # smallest c with sf(c) <= p lies in (lo, hi]
+        mid = (lo + hi) // 2
+        if log10_sf(mid, mean, var) > -log10_p:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def tail_threshold(mean: float, phi: float, log10_p: float) -> int:
+    """Smallest count ``c`` with P(X >= c) <= 10**-log10_p, X a count of mean ``mean`` and
+    variance ``mean + phi * mean**2`` (Poisson at ``phi`` 0). The mean and ``phi`` are rounded
+    up to a bucket first (so the threshold is never lower than the exact one), and thresholds
+    are cached per bucket: this is called for every key at every window end."""
+    mb = math.ceil(_MEAN_STEPS * math.log2(max(mean, _MEAN_MIN)) - 1e-9)
+    pb = math.ceil(min(max(phi, 0.0), _PHI_MAX) * _PHI_STEPS - 1e-9)
+    return _threshold(mb, pb, log10_p)

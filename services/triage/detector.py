@@ -4,14 +4,23 @@
 the spike state. Windows are ``window_ms`` long and hop every ``hop_ms``; a window is the sum
 of its panes. The detector is driven by event time only:
 
-- ``add`` puts reports in a pane and, with ``early=True`` (per-stream keys), tests the window
-  that pane ends at once, so a surge opens a spike while its window is still filling;
+- ``add`` puts reports in a pane and, with ``early=True`` (per-stream keys), tests the windows
+  that pane ends at once, so a surge opens a spike while its window is still filling. Besides
+  ``window_s`` it scans ``scan_windows_s`` (default 20 s, for busy keys to open within a hop
+  or two, and 300 s, for quiet keys whose minute holds too few reports to be significant);
+  a per-key gate, cached per pane, keeps this to one comparison for most reports;
 - ``close_through(b)`` closes every window ending at or before ``b`` (the watermark moved):
   each closed window teaches the baseline (unless the key is in a spike), feeds the
   hysteresis that ends a spike, and, with ``early=False`` (platform trends), is tested.
 
 Opening needs all of: a minimum effective volume, a minimum number of distinct reporters,
-a ratio over the baseline and a z-score (variance at least the mean, so Poisson-like). A spike
+a ratio over the baseline (scaled to the window's length) and significance. Per-stream
+(early) keys use a count tail test: P(count >= observed) <= 10**-open_log10_p, split over the
+window lengths, under a negative binomial with the learned mean and over-dispersion (capped
+at ``max_dispersion``; Poisson without), right for the handful of reports a quiet key sees,
+where a normal z-score is far too strict. Trends (large, smooth counts) keep the z-score
+(variance at least the mean, so Poisson-like). After a spike ends, windows reaching back into
+it are not tested (``clear_from``), so the long window does not re-open on its tail. A spike
 ends after ``close_after`` closed windows in a row below the close level (hysteresis).
 Idle keys are evicted (their baseline handed out for persistence) so memory follows the
 number of active keys.
@@ -19,11 +28,12 @@ number of active keys.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.triage.baseline import Baseline, alpha_for_half_life
+from services.triage.baseline import Baseline, alpha_for_half_life, tail_threshold
 from services.triage.scoring import ScoringConfig, SpikeScore, best_spike_score, severity_for, spike_score
 from services.triage.tally import Tally, window_stats
 
@@ -57,11 +67,26 @@ class DetectorConfig:
     trend_min_volume: int = 40
     # platform-wide counts are large and smooth: a lower bar, tested only on closed windows
     trend_z_open: float = 5.0
+    # per-stream (early) test: besides window_s, these window lengths are tested too, each
+    # against the baseline mean scaled to its length (short: busy keys open within a hop or
+    # two; long: quiet keys gather enough reports to be significant)
+    scan_windows_s: tuple[int, ...] = (20, 300)
+    # ... each with a count tail test (negative binomial from the learned mean and variance,
+    # Poisson when not over-dispersed): P(count >= observed) <= 10**-open_log10_p in total,
+    # split evenly over the window lengths (Bonferroni); z_open then applies to trends only
+    open_log10_p: float = 6.5
+    # the tail test's over-dispersion (var - mean) / mean**2, from the learned variance, is at
+    # most this: on a quiet key it is mostly estimation noise (and a heavy tail's bar is high)
+    max_dispersion: float = 0.25
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
 
     def __post_init__(self) -> None:
         if self.hop_s <= 0 or self.window_s % self.hop_s:
             raise ValueError("window_s must be a positive multiple of hop_s")
+        if any(w <= 0 or w % self.hop_s for w in self.scan_windows_s):
+            raise ValueError("scan_windows_s must be positive multiples of hop_s")
+        if self.open_log10_p <= 0:
+            raise ValueError("open_log10_p must be > 0")
         if self.grace_s < 0:
             raise ValueError("grace_s must be >= 0")
 
@@ -81,12 +106,23 @@ class DetectorConfig:
     def alpha(self) -> float:
         return alpha_for_half_life(self.half_life_s, self.hop_s)
 
+    @property
+    def early_windows_s(self) -> tuple[int, ...]:
+        """Window lengths the per-stream test scans, shortest first."""
+        return tuple(sorted({self.window_s, *self.scan_windows_s}))
+
+    @property
+    def scale_log10_p(self) -> float:
+        """The tail bound each window length is tested at: the budget split over them."""
+        return self.open_log10_p + math.log10(len(self.early_windows_s))
+
 
 class KeyState:
     """What the detector holds for one key."""
 
     __slots__ = ("panes", "base", "in_spike", "opened_end", "tier", "quiet", "last_ms", "viewers",
-                 "samples", "peak", "born", "wend", "wraw", "next_raw", "next_end")
+                 "samples", "peak", "born", "wend", "wraw", "next_raw", "next_end",
+                 "gend", "gcur", "gneed", "gprior", "gscales", "gfull", "gpre", "clear_from")
 
     def __init__(self, base: Baseline, born: int | None = None) -> None:
         # A new key's baseline learns from the first window holding its data on, however
@@ -110,12 +146,25 @@ class KeyState:
         # ``next_end`` worth testing again at (in a spike: worth re-scoring at)
         self.next_raw = 0
         self.next_end = 0
+        # checkpointed: after a spike ends, windows reaching back before the quiet stretch that
+        # ended it (into the surge) are not tested, so a long window does not re-open on it
+        self.clear_from = 0
+        # a cache, not checkpointed (early test): for the pane ending at ``gend``, its count
+        # ``gcur``, the count of the window_s window before it ``gprior``, and ``gneed``, the
+        # least ``gcur`` at which a test could pass (recomputed when the baseline moves)
+        self.gend = 0
+        self.gcur = 0
+        self.gneed = 0
+        self.gprior = 0
+        self.gscales: tuple[tuple[int, int, int], ...] = ()  # (window ms, count before, threshold)
+        self.gfull = False  # gneed is exact (else only a lower bound, from the volume floor)
+        self.gpre = 0  # that lower bound
 
     def dump(self) -> list[Any]:
         return [
             [(p, t.dump()) for p, t in self.panes.items()], self.base.dump(), self.in_spike,
             self.opened_end, self.tier, self.quiet, self.last_ms, self.viewers, self.samples, self.peak,
-            self.born, self.next_raw, self.next_end,
+            self.born, self.next_raw, self.next_end, self.clear_from,
         ]
 
     @classmethod
@@ -127,6 +176,8 @@ class KeyState:
         ks.born = d[10] if len(d) > 10 else None  # checkpoints from before "born" existed
         if len(d) > 12:
             ks.next_raw, ks.next_end = d[11], d[12]
+        if len(d) > 13:
+            ks.clear_from = d[13]
         ks.samples = list(ks.samples)
         return ks
 
@@ -135,7 +186,7 @@ class KeyState:
 class Decision:
     """A spike opened, rose in severity, or ended — raw material for a Signal."""
 
-    kind: str  # "open" | "raise" | "resolve"
+    kind: str  # "open" | "raise" | "progress" | "resolve"
     key: tuple[str, ...]
     window_end_ms: int
     opened_end_ms: int
@@ -150,6 +201,9 @@ class Decision:
     components: SpikeScore
     samples: tuple[str, ...]
     viewers: int
+    # for the incident's chart: (pane start ms, reports) and the window count that opens a spike
+    rate: tuple[tuple[int, int], ...] = ()
+    upper: float = 0.0
 
 
 SAMPLES = 10
@@ -178,6 +232,12 @@ class KeyedDetector:
         self._alpha = cfg.alpha
         self._hop = cfg.hop_ms  # plain attributes: this is read for every report
         self._window_ms = cfg.window_ms
+        # early test: (window ms, its length in window_s units, tail bound) per window length
+        lp = cfg.scale_log10_p
+        self._scales = tuple(
+            (w * 1000, w / cfg.window_s, lp) for w in cfg.early_windows_s
+        ) if early else ()
+        self._keep_ms = max(cfg.window_ms, *(w for w, _, _ in self._scales)) if early else cfg.window_ms
 
     # ---- keys ---------------------------------------------------------------------------
 
@@ -236,7 +296,12 @@ class KeyedDetector:
             t.add(reporter if reporter is not None else 0)
             added = 1
         end = pane + hop
-        if ks.wend == end:
+        if self.early:
+            if ks.gend == end:
+                ks.gcur += added
+            else:
+                ks.gend = 0  # recomputed by _gate below
+        elif ks.wend == end:
             ks.wraw += added
         else:
             ks.wend = 0  # recomputed by _test when needed
@@ -251,12 +316,131 @@ class KeyedDetector:
                 del samples[:SAMPLES]  # amortised: readers take the last SAMPLES
         if not self.early:
             return None
-        return self._test(key, ks, end, ts_ms)
+        if ks.gend != end:
+            self._pre_gate(ks, end)
+        if ks.gcur < ks.gneed:
+            return None  # the common case: no window ending here can pass
+        if not ks.gfull:
+            self._gate(ks, end)
+            if ks.gcur < ks.gneed:
+                return None
+        return self._test_early(key, ks, end, ts_ms)
 
-    def _window(self, ks: KeyState, end: int) -> tuple[int, int, int]:
-        start = end - self.cfg.window_ms
+    # ---- the early (multi-scale) test ------------------------------------------------------
+
+    def _pre_gate(self, ks: KeyState, end: int) -> None:
+        """A cheap lower bound of the gate, from the pane counts alone: every window needs
+        min_volume reports, and holds no more than all the key's panes before this one. Stays
+        a lower bound while windows close (they only drop old panes), so only a new pane (or
+        a test) resets it; the exact gate is computed once it is reached."""
+        last = end - self._hop
+        cur = before = 0
+        for p, t in ks.panes.items():
+            if p < last:
+                before += t.count
+            elif p == last:
+                cur = t.count
+        ks.gend = end
+        ks.gcur = cur
+        ks.gneed = ks.gpre = self.min_volume - before
+        ks.gfull = False
+
+    def _gate(self, ks: KeyState, end: int) -> None:
+        """Cache, for the pane ending at ``end``, what its count must reach before any test
+        of a window ending there can pass: per window length, the count of its earlier panes
+        and its threshold (the most of: min volume, ratio over the scaled baseline mean, the
+        tail-test count, and for a new key the new-key volume)."""
+        cfg = self.cfg
+        hop = self._hop
+        last = end - hop
+        n = self._keep_ms // hop
+        before = [0] * n  # before[i]: reports in the pane i hops before the current one
+        cur = 0
+        for p, t in ks.panes.items():
+            if p == last:
+                cur = t.count
+            elif p < last:
+                i = (last - p) // hop
+                if i < n:
+                    before[i] = t.count
+        acc = 0
+        prior_at = [0] * (n + 1)  # prior_at[k]: reports in the k - 1 panes before the current
+        for i in range(1, n):
+            acc += before[i]
+            prior_at[i + 1] = acc
+        ks.gend = end
+        ks.gcur = cur
+        ks.gfull = True
+        ks.gprior = prior = prior_at[self._window_ms // hop]
+        if ks.in_spike:
+            ks.gscales = ()
+            ks.gneed = max(self.min_volume, ks.next_raw) - prior
+            return
+        base = ks.base
+        mean = base.mean
+        phi = self._dispersion(base)
+        new_key = ks.born is not None and base.n < cfg.prior_weight + cfg.warmup_windows
+        floor = max(self.min_volume, cfg.new_key_min_volume) if new_key else self.min_volume
+        scales = []
+        need = 1 << 62
+        for wms, frac, lp in self._scales:
+            if end - wms < ks.clear_from:
+                continue
+            m = mean * frac
+            # over-dispersion of a shorter window is taken as the window_s one's (the rate's
+            # wobble does not average out within it); a longer one is a sum of window_s
+            # windows whose wobbles are taken as independent, so its variance adds up
+            thr = max(floor, math.ceil(cfg.ratio_open * m - 1e-9),
+                      tail_threshold(m, phi if frac <= 1.0 else phi / frac, lp))
+            before_w = prior_at[wms // hop]
+            scales.append((wms, before_w, thr))
+            if thr - before_w < need:
+                need = thr - before_w
+        ks.gscales = tuple(scales)
+        if ks.next_end == end:
+            need = max(need, ks.next_raw - prior)  # a busy window that failed: wait for growth
+        ks.gneed = need
+
+    def _test_early(self, key: tuple[str, ...], ks: KeyState, end: int, at_ms: int) -> Decision | None:
+        """Open (or raise) a spike if a window ending at ``end``, of any scanned length, is
+        unusual. Called only when the gate says a test could pass."""
+        raw60 = ks.gcur + ks.gprior
+        if ks.in_spike:
+            d = self._raise(key, ks, end, at_ms, raw60)
+            ks.gend = 0  # next_raw moved
+            return d
+        cfg = self.cfg
+        cur = ks.gcur
+        for wms, before_w, thr in ks.gscales:
+            if cur + before_w < thr:
+                continue
+            _, distinct, eff = self._window(ks, end, wms)
+            if eff >= thr and distinct >= cfg.min_reporters:
+                break
+        else:
+            # busy windows that are not a spike: look again once they have grown by a tenth
+            ks.next_end = end
+            ks.next_raw = raw60 + max(1, raw60 // 10)
+            ks.gend = 0
+            return None
+        raw, distinct, eff = self._window(ks, end)  # the decision describes the window_s window
+        ks.in_spike = True
+        ks.opened_end = end
+        ks.quiet = 0
+        ks.peak = eff
+        ks.next_raw = raw + max(1, raw // 4)
+        ks.gend = 0
+        d = self._decision("open", key, ks, end, at_ms, raw, distinct, eff)
+        ks.tier = d.tier
+        return d
+
+    def _window(self, ks: KeyState, end: int, length: int | None = None) -> tuple[int, int, int]:
+        """(raw, distinct, effective) of the window of ``length`` ms (window_ms) ending at ``end``."""
+        get = ks.panes.get
+        hop = self._hop
         return window_stats(
-            (t for p, t in ks.panes.items() if start <= p < end), self.cfg.per_reporter_cap
+            (t for t in map(get, range(end - (length or self._window_ms), end, hop)) if t is not None),
+            self.cfg.per_reporter_cap,
         )
 
     def _raw(self, ks: KeyState, end: int) -> int:
@@ -321,6 +505,33 @@ class KeyedDetector:
         ks.tier = d.tier
         return d
 
+    def _dispersion(self, base: Baseline) -> float:
+        """Over-dispersion of the window_s count, (var - mean) / mean**2, capped; 0 if none."""
+        mean = base.mean
+        if mean > 0 and base.var > mean:
+            return min(self.cfg.max_dispersion, (base.var - mean) / (mean * mean))
+        return 0.0
+
+    def _open_level(self, ks: KeyState) -> float:
+        """The window_s count that opens a spike on this key now (for the chart's band)."""
+        cfg = self.cfg
+        base = ks.base
+        mean = base.mean
+        level = max(float(self.min_volume), cfg.ratio_open * mean)
+        if self.early and self._scales:
+            return max(level, float(tail_threshold(mean, self._dispersion(base), cfg.scale_log10_p)))
+        return max(level, mean + self.z_open * max(base.var, mean, cfg.var_floor) ** 0.5)
+
+    def _rate(self, ks: KeyState, end: int, panes: int) -> tuple[tuple[int, int], ...]:
+        """Reports per pane for the ``panes`` panes ending at ``end`` (zeros included)."""
+        hop = self._hop
+        held = ks.panes
+        out = []
+        for p in range(end - panes * hop, end, hop):
+            t = held.get(p)
+            out.append((p, t.count if t is not None else 0))
+        return tuple(out)
+
     def _decision(
         self, kind: str, key: tuple[str, ...], ks: KeyState, end: int, at_ms: int,
         raw: int, distinct: int, eff: int,
@@ -336,6 +547,9 @@ class KeyedDetector:
             raw=raw, distinct=distinct, effective=eff, mean=ks.base.mean,
             z=ks.base.z(eff, cfg.var_floor), score=sp.score, tier=tier, components=sp,
             samples=tuple(ks.samples[-SAMPLES:]), viewers=ks.viewers,
+            # an opening shows what led up to it (all panes held); later ones add their pane
+            rate=self._rate(ks, end, self._keep_ms // self._hop if kind == "open" else 1),
+            upper=round(self._open_level(ks), 3),
         )
 
     # ---- time ---------------------------------------------------------------------------
@@ -343,7 +557,7 @@ class KeyedDetector:
     def close_through(self, watermark_ms: int) -> Iterator[Decision]:
         """Close every window ending at or before the watermark, in order."""
         cfg = self.cfg
-        hop, win = cfg.hop_ms, cfg.window_ms
+        hop = cfg.hop_ms
         last = watermark_ms - watermark_ms % hop
         if self.closed_through is None:
             # the clock starts just before the earliest data held (a trend stage may receive
@@ -358,8 +572,13 @@ class KeyedDetector:
         first = self.closed_through + hop
         self.closed_through = last
         evict_before = last - cfg.idle_evict_s * 1000
+        keep = self._keep_ms
+        n_keep = (keep + cfg.grace_ms) // hop + 2  # panes a key holds: its longest window, grace
         for key in list(self.keys):
             ks = self.keys[key]
+            if ks.gfull:  # the baseline (or the spike state) may change: back to the bound
+                ks.gfull = False
+                ks.gneed = ks.gpre
             b = first
             if ks.born is not None:
                 b = max(b, ks.born + hop)  # windows before the key's first data are not its history
@@ -370,9 +589,12 @@ class KeyedDetector:
                     break
                 yield from self._close_window(key, ks, b)
                 # panes older than the next window's start are no longer needed
-                keep_from = b + hop - win
-                for p in [p for p in ks.panes if p < keep_from]:
-                    del ks.panes[p]
+                keep_from = b + hop - keep
+                panes = ks.panes
+                panes.pop(keep_from - hop, None)  # the one pane that just fell out, as a rule
+                if len(panes) > n_keep:  # unless reports came in out of order: sweep
+                    for p in [p for p in panes if p < keep_from]:
+                        del panes[p]
                 b += hop
             if not ks.in_spike and not ks.panes and ks.last_ms < evict_before:
                 del self.keys[key]
@@ -387,7 +609,10 @@ class KeyedDetector:
                 yield d
                 return
         if ks.in_spike:
-            if end <= ks.opened_end:
+            if end < ks.opened_end:
+                return
+            if end == ks.opened_end:  # the pane that was filling when it opened, now complete
+                yield self._decision("progress", key, ks, end, end, raw, distinct, eff)
                 return
             base = ks.base
             level = max(self.min_volume, cfg.ratio_close * base.mean,
@@ -401,9 +626,12 @@ class KeyedDetector:
                     ks.peak = 0
                     ks.tier = 4
                     ks.next_raw = ks.next_end = 0
+                    ks.clear_from = end - cfg.window_ms - (cfg.close_after - 1) * cfg.hop_ms
                     yield d
+                    return
             else:
                 ks.quiet = 0
+            yield self._decision("progress", key, ks, end, end, raw, distinct, eff)
         else:
             # learn from the window clipped at mean + learn_clip_z sd: a surge building
             # below the open bar must not inflate the variance and so raise its own bar

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.kafka import ConsumerLag
+
 
 class TriageMetrics:
     """What triage consumed, raised, held in memory, and found too late to count."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.lag = ConsumerLag.of(registry)
         self.consumed = Counter(
             "livetriage_triage_records_consumed", "Records consumed.", ["stage"], registry=registry
         )

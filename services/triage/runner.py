@@ -63,6 +63,9 @@ def detector_config(s: Settings) -> DetectorConfig:
         idle_evict_s=s.key_idle_evict_s,
         trend_min_volume=s.trend_min_volume,
         trend_z_open=s.trend_z_open,
+        scan_windows_s=s.spike_scan_windows_s,
+        open_log10_p=s.spike_open_log10_p,
+        max_dispersion=s.spike_max_dispersion,
         scoring=ScoringConfig(critical_score=s.critical_score, severity_thresholds=s.severity_thresholds),
     )
 
@@ -399,6 +402,8 @@ class PartitionedRunner:
         for p, task in self.tasks.items():
             if now - self.last_input.get(p, now) < self.s.idle_flush_s:
                 continue
+            if not self._caught_up(p):
+                continue  # silent because the broker is not answering, not because it is idle
             if isinstance(task, TrendTask):
                 if task.waiting():
                     out.extend(task.release())
@@ -411,6 +416,23 @@ class PartitionedRunner:
             self.last_input[p] = now
             self.dirty.add(p)
         return out
+
+    def _caught_up(self, p: int) -> bool:
+        """The broker said, in a fetch answered just now, that nothing is left to read on
+        ``p``. A hung or unreachable broker also makes a partition silent; flushing then would
+        close windows whose reports are merely delayed (found by the fault suite: SIGSTOP of
+        the broker changed the signals)."""
+        if self.consumer is None:
+            return True
+        tp = TopicPartition(self.stage.topic, p)
+        if tp not in self.consumer.assignment():
+            return False
+        high = self.consumer.highwater(tp)
+        polled = self.consumer.last_poll_timestamp(tp)
+        if high is None or polled is None:
+            return False
+        fresh_ms = max(2_000, 5 * self.s.poll_timeout_ms)
+        return self.next_offsets.get(p, 0) >= high and time.time() * 1000 - polled <= fresh_ms
 
     async def run(self, stop: asyncio.Event) -> None:
         async with open_consumer(
@@ -427,6 +449,7 @@ class PartitionedRunner:
                     batch = await consumer.getmany(
                         timeout_ms=self.s.poll_timeout_ms, max_records=self.s.batch_max_records
                     )
+                    await self.stage.m.lag.observe(consumer, self.stage.group_id)
                     async with self.lock:
                         await self.step(batch)
                     attempt = 0

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from services.triage.detector import Decision, DetectorConfig
 from services.triage.scoring import Scored, severity_for
-from shared.events import Category, Factor, Severity, Signal
+from shared.events import Category, Factor, RatePoint, RateSeries, Severity, Signal
 
 
 def ts(ms: int) -> datetime:
@@ -52,6 +52,9 @@ def from_decision(d: Decision, cfg: DetectorConfig, *, trend: bool) -> Signal:
         sid = f"{dedup}:{d.opened_end_ms}"
     elif d.kind == "raise":
         sid = f"{dedup}:{d.opened_end_ms}:sev{d.tier}"
+    elif d.kind == "progress":
+        sid = f"progress:{dedup}:{d.opened_end_ms}:{d.window_end_ms}"
+        kind = "progress"
     else:
         sid = f"resolve:{dedup}:{d.opened_end_ms}"
         kind = "resolve"
@@ -77,6 +80,10 @@ def from_decision(d: Decision, cfg: DetectorConfig, *, trend: bool) -> Signal:
         reason=_describe(d, cfg, what),
         factors=factors,
         sample_report_ids=list(d.samples),
+        rate=RateSeries(
+            hop_s=cfg.hop_s, window_s=cfg.window_s, baseline=round(d.mean, 3), upper=d.upper,
+            points=[RatePoint(at=ts(p), count=c) for p, c in d.rate],
+        ) if d.rate else None,
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.triage.baseline import Baseline, alpha_for_half_life
+from services.triage.baseline import Baseline, alpha_for_half_life, log10_sf, tail_threshold
 
 
 @given(
@@ -108,3 +108,66 @@ def test_alpha_for_half_life() -> None:
     assert (1 - a) ** 360 == pytest.approx(0.5)
     assert alpha_for_half_life(10.0, 10.0) == pytest.approx(0.5)
     assert alpha_for_half_life(60.0, 10.0) < alpha_for_half_life(30.0, 10.0)
+
+
+# ---- count tail test ----------------------------------------------------------------------------
+
+
+def _direct_sf(c: int, mean: float, var: float) -> float:
+    """P(X >= c) as 1 - P(X < c), from the pmf written out (fine where the tail is not tiny)."""
+    if var > mean:
+        r = mean * mean / (var - mean)
+        q = mean / (r + mean)
+
+        def pmf(k: int) -> float:
+            return math.exp(math.lgamma(k + r) - math.lgamma(r) - math.lgamma(k + 1)
+                            + r * math.log1p(-q) + k * math.log(q))
+    else:
+
+        def pmf(k: int) -> float:
+            return math.exp(-mean + k * math.log(mean) - math.lgamma(k + 1))
+
+    return 1.0 - sum(pmf(k) for k in range(c))
+
+
+@given(mean=st.floats(0.05, 50.0), extra=st.one_of(st.just(0.0), st.floats(0.01, 1.0)), above=st.integers(1, 30))
+def test_log10_sf_matches_the_pmf(mean: float, extra: float, above: int) -> None:
+    var = mean + extra * mean * mean
+    c = int(mean) + above
+    direct = _direct_sf(c, mean, var)
+    if direct > 1e-9:  # the direct form loses the tail to cancellation below that
+        assert log10_sf(c, mean, var) == pytest.approx(math.log10(direct), abs=1e-8 + 1e-12 / direct)
+
+
+def test_log10_sf_known_values() -> None:
+    assert log10_sf(1, 0.5, 0.5) == pytest.approx(math.log10(1 - math.exp(-0.5)))
+    # P(Poisson(1) >= 10): the sum of the tail, far below what 1 - cdf could resolve
+    tail = sum(math.exp(-1.0) / math.factorial(k) for k in range(10, 60))
+    assert log10_sf(10, 1.0, 1.0) == pytest.approx(math.log10(tail), rel=1e-9)
+    assert log10_sf(3, 5.0, 5.0) == 0.0  # at or below the mean: not a tail
+
+
+def test_over_dispersion_thickens_the_tail() -> None:
+    assert log10_sf(20, 5.0, 5.0 + 0.25 * 25) > log10_sf(20, 5.0, 5.0)
+    assert tail_threshold(5.0, 0.25, 7.0) > tail_threshold(5.0, 0.0, 7.0)
+
+
+@given(mean=st.floats(0.0, 500.0), phi=st.floats(0.0, 3.0), log10_p=st.floats(1.0, 12.0))
+def test_tail_threshold_is_the_least_significant_count(mean: float, phi: float, log10_p: float) -> None:
+    c = tail_threshold(mean, phi, log10_p)
+    m, v = max(mean, 1e-3), max(mean, 1e-3) * (1 + phi * max(mean, 1e-3))
+    assert c >= 1
+    assert log10_sf(c, m, v) <= -log10_p + 1e-9  # significant even at the exact mean ...
+    # ... and not much more than needed: the bucket rounds the mean up by ~2% at most
+    if c > 1:
+        m2 = m * 1.03
+        assert log10_sf(c - 1, m2, m2 * (1 + (phi + 0.05) * m2)) > -log10_p
+
+
+@given(mean=st.floats(0.0, 200.0), more=st.floats(0.0, 50.0), phi=st.floats(0.0, 2.0),
+       p=st.floats(2.0, 10.0), stricter=st.floats(0.0, 3.0))
+def test_tail_threshold_is_monotone(mean: float, more: float, phi: float, p: float, stricter: float) -> None:
+    c = tail_threshold(mean, phi, p)
+    assert tail_threshold(mean + more, phi, p) >= c
+    assert tail_threshold(mean, phi + 0.5, p) >= c
+    assert tail_threshold(mean, phi, p + stricter) >= c

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import orjson
 import pytest
 
-from services.triage.baseline import Baseline
+from services.triage.baseline import Baseline, tail_threshold
 from services.triage.detector import Decision, DetectorConfig, KeyedDetector
 
 T0 = 1_700_000_000_000  # a multiple of every hop used here
@@ -90,7 +90,7 @@ def test_surge_of_distinct_reporters_opens_then_resolves_after_close_after_quiet
     assert op.effective >= CFG.min_volume and op.distinct >= CFG.min_reporters
     assert det.keys[KEY].in_spike
     # event time moves on with no more reports for this key
-    later = list(det.close_through(p + 200_000))
+    later = [d for d in det.close_through(p + 200_000) if d.kind != "progress"]
     assert [d.kind for d in later] == ["resolve"]
     res = later[0]
     # windows containing pane p are loud; the next close_after windows are quiet
@@ -111,11 +111,11 @@ def test_a_loud_window_resets_the_quiet_count() -> None:
     # two quiet windows close (ending p+70s, p+80s), then a loud pane at p+80s lands in the
     # window ending p+90s, which would have been the third quiet one
     q = p + CFG.window_ms + 2 * CFG.hop_ms
-    assert list(det.close_through(q)) == []
+    assert [d for d in det.close_through(q) if d.kind != "progress"] == []
     assert det.keys[KEY].quiet == 2
     loud = p + 80_000
     feed(det, crowd(rng, [loud + i * 100 for i in range(10)]))
-    decisions = list(det.close_through(loud + 300_000))
+    decisions = [d for d in det.close_through(loud + 300_000) if d.kind != "progress"]
     assert [d.kind for d in decisions] == ["resolve"]
     # windows ending up to loud + window are loud; then close_after quiet ones
     assert decisions[0].window_end_ms == loud + CFG.window_ms + CFG.close_after * CFG.hop_ms
@@ -129,7 +129,7 @@ def test_baseline_is_frozen_during_a_spike() -> None:
     feed(det, crowd(rng, [p + i * 100 for i in range(30)]))
     ks = det.keys[KEY]
     frozen = ks.base.dump()
-    assert list(det.close_through(p + CFG.window_ms + CFG.hop_ms)) == []
+    assert [d for d in det.close_through(p + CFG.window_ms + CFG.hop_ms) if d.kind != "progress"] == []
     assert ks.in_spike and ks.base.dump() == frozen
     list(det.close_through(p + 600_000))
     assert not ks.in_spike and ks.base.n > frozen[2]
@@ -169,12 +169,22 @@ def test_min_volume_gate_on_a_silent_key() -> None:
     assert [d.kind for d in feed(det, [(p + 50, 999)])] == ["open"]
 
 
-def test_z_gate_on_a_silent_key() -> None:
-    det = detector()  # a near-silent key needs mean + z_open * sqrt(var_floor) reports
+def test_tail_gate_on_a_silent_key() -> None:
+    """A near-silent key opens on the count its Poisson tail makes significant: no sooner
+    (one report fewer stays quiet), and long before a normal z-score would."""
+    det = detector()
     p = T0 + 600_000
     feed(det, [(T0, 1)])
-    assert feed(det, [(p + i, 100 + i) for i in range(10)]) == []
-    assert det.keys[KEY].base.z(10, CFG.var_floor) < CFG.z_open
+    ks = det.keys[KEY]
+    assert list(det.close_through(p - CFG.grace_ms)) == []  # the baseline the burst meets
+    base = ks.base
+    phi = min(CFG.max_dispersion, max(0.0, base.var - base.mean) / base.mean**2)
+    need = min(
+        max(CFG.min_volume, tail_threshold(base.mean * w / CFG.window_s, phi, CFG.scale_log10_p))
+        for w in CFG.early_windows_s
+    )
+    assert feed(det, [(p + i, 100 + i) for i in range(need - 1)]) == []
+    assert base.z(need, CFG.var_floor) < CFG.z_open  # the old z test would not have opened
     assert [d.kind for d in feed(det, [(p + 50, 999)])] == ["open"]
 
 
@@ -309,3 +319,78 @@ def test_a_slow_ramp_does_not_raise_its_own_bar() -> None:
     opened = [d for d in feed(det, crowd(rng, ramp)) if d.kind == "open"]
     assert opened, "a 10x ramp must open a spike"
     assert det.keys[KEY].base.var < 10 * var_before
+
+
+# ---- multi-scale early test ---------------------------------------------------------------------
+
+
+def _first_open(cfg: DetectorConfig, events: list[tuple[int, int]]) -> Decision | None:
+    return next((d for d in feed(detector(cfg), events) if d.kind == "open"), None)
+
+
+def test_a_short_window_opens_a_busy_key_sooner() -> None:
+    rng = random.Random(5)
+    steady = poisson(rng, 30 / 60, T0, T0 + 2 * 3600_000)  # ~30 per window
+    t0 = T0 + 2 * 3600_000
+    surge = poisson(rng, 10 * 30 / 60, t0, t0 + 120_000) + poisson(rng, 30 / 60, t0, t0 + 120_000)
+    events = crowd(rng, sorted(steady + surge))
+    multi = _first_open(CFG, events)
+    single = _first_open(DetectorConfig(scan_windows_s=()), events)
+    assert multi is not None and single is not None
+    assert multi.at_ms <= single.at_ms
+    assert multi.at_ms - t0 <= 20_000, "a 10x surge on a busy key opens within two panes"
+
+
+def test_a_long_window_catches_a_surge_too_thin_for_one_minute() -> None:
+    rng = random.Random(6)
+    quiet = poisson(rng, 0.3 / 60, T0, T0 + 4 * 3600_000)
+    t0 = T0 + 4 * 3600_000
+    surge = [t0 + i * 15_000 for i in range(20)]  # 4 a minute for 5 minutes: never 6 in 60 s
+    events = crowd(rng, sorted(quiet + surge + poisson(rng, 0.3 / 60, t0, t0 + 600_000)))
+    assert _first_open(DetectorConfig(scan_windows_s=(20,)), events) is None
+    opened = _first_open(CFG, events)
+    assert opened is not None and t0 < opened.at_ms <= t0 + 300_000
+
+
+def test_a_long_window_does_not_reopen_on_a_resolved_surge() -> None:
+    """After a spike ends, the long window still holds the surge; it must not open again."""
+    rng = random.Random(8)
+    t0 = T0 + 2 * 3600_000
+    events = crowd(rng, sorted(poisson(rng, 3 / 60, T0, T0 + 3 * 3600_000)
+                               + poisson(rng, 60 / 60, t0, t0 + 180_000)))
+    det = detector()
+    decisions = feed(det, events)
+    assert [d.kind for d in decisions if d.kind not in ("raise", "progress")] == ["open", "resolve"]
+    assert det.keys[KEY].clear_from > t0
+
+
+def test_checkpoints_keep_clear_from_and_old_ones_still_load() -> None:
+    det = detector()
+    feed(det, [(T0, 1)])
+    ks = det.keys[KEY]
+    ks.clear_from = T0 + 123_000
+    again = detector()
+    again.load(orjson.loads(orjson.dumps(det.dump())))
+    assert again.keys[KEY].clear_from == T0 + 123_000
+    old = orjson.loads(orjson.dumps(det.dump()))
+    old["keys"][0][1] = old["keys"][0][1][:13]  # a checkpoint from before clear_from
+    again = detector()
+    again.load(old)
+    assert again.keys[KEY].clear_from == 0 and again.keys[KEY].next_end == ks.next_end
+
+
+def test_scan_windows_must_be_multiples_of_the_hop() -> None:
+    with pytest.raises(ValueError):
+        DetectorConfig(scan_windows_s=(15,))
+    with pytest.raises(ValueError):
+        DetectorConfig(open_log10_p=0)
+    assert DetectorConfig(scan_windows_s=(300, 20, 60)).early_windows_s == (20, 60, 300)
+
+
+def test_the_service_config_carries_every_detector_setting() -> None:
+    """Settings that never reach DetectorConfig would be silently ignored by the service."""
+    from services.triage.runner import detector_config
+    from shared.settings import Settings
+
+    cfg = detector_config(Settings(spike_scan_windows_s=(30,), spike_open_log10_p=7.0, spike_max_dispersion=0.5))
+    assert (cfg.scan_windows_s, cfg.open_log10_p, cfg.max_dispersion) == ((30,), 7.0, 0.5)

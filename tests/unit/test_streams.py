@@ -3,6 +3,7 @@ checkpoint/restore (through JSON, with evicted baselines in a store) and bounded
 
 from __future__ import annotations
 
+from datetime import timedelta
 import random
 from typing import Any
 
@@ -69,7 +70,8 @@ def steady_then_surge(seed: int, surge_rate: float = 1.0) -> tuple[list[tuple[di
 def test_steady_rate_then_surge_opens_one_spike_raises_then_resolves_once(seed: int) -> None:
     events, start, end = steady_then_surge(seed)
     task = StreamTask(CFG, 0)
-    signals = run(task, events)
+    everything = run(task, events)
+    signals = [s for s in everything if s.kind != "progress"]  # the chart's points: tested below
     before = [s for s in signals if s.observed_at.timestamp() * 1000 < start]
     assert before == [], "a steady rate must not page"
     dedup = "spike:s1:child_safety"
@@ -165,8 +167,10 @@ def test_reports_without_reporter_id_count_as_distinct() -> None:
     run(task, [(rep("first"), T0)])
     # classifier reports carry no reporter: each report is its own "reporter"
     burst = [(rep(f"c{i}", source="classifier", viewers=1000), T0 + 10 * MIN + i) for i in range(20)]
-    kinds = [s.kind for s in run(task, burst)]
-    assert kinds == ["spike"]
+    sigs = run(task, burst)
+    assert [s.kind for s in sigs] and {s.kind for s in sigs} == {"spike"}
+    assert [":sev" in s.signal_id for s in sigs][0] is False  # one opening (maybe raised after)
+    assert sum(":sev" not in s.signal_id for s in sigs) == 1
 
 
 def test_critical_report_signals_at_once() -> None:
@@ -251,7 +255,28 @@ def test_advance_is_monotonic_and_closes_windows() -> None:
     t2 = StreamTask(CFG, 0)
     sigs = run(t2, [e for e in events if e[1] < end])
     assert [s.kind for s in sigs].count("resolve") == 0
-    assert [s.kind for s in t2.advance(end + 10 * MIN)] == ["resolve"]
+    assert [s.kind for s in t2.advance(end + 10 * MIN) if s.kind != "progress"] == ["resolve"]
+
+
+def test_a_spike_carries_its_rate_series_from_before_the_opening_to_the_resolve() -> None:
+    events, start, end = steady_then_surge(1)
+    signals = run(StreamTask(CFG, 0), events)
+    kinds = [s.kind for s in signals]
+    first, last = kinds.index("spike"), kinds.index("resolve")
+    assert set(kinds[first + 1:last]) <= {"spike", "progress"} and "progress" in kinds
+    op = signals[first]
+    assert op.rate is not None and op.rate.hop_s == CFG.hop_s and op.rate.window_s == CFG.window_s
+    points = [p.at for p in op.rate.points]
+    assert len(points) == 300 // CFG.hop_s  # all panes held: what led up to it
+    assert points == sorted(points) and points[-1] == op.window_end - timedelta(seconds=CFG.hop_s)
+    assert op.rate.upper > op.rate.baseline >= 0 and sum(p.count for p in op.rate.points) >= op.report_count
+    progress = [s for s in signals[first:last + 1] if s.kind in ("progress", "resolve")]
+    hops = [s.rate.points[0].at for s in progress if s.rate]  # one pane each, hop after hop
+    assert all(len(s.rate.points) == 1 for s in progress if s.rate)
+    assert hops == sorted(hops) and len(set(hops)) == len(hops)
+    assert hops[0] == points[-1]  # the pane that was filling at the opening, now complete
+    assert all(b - a == timedelta(seconds=CFG.hop_s) for a, b in zip(hops, hops[1:], strict=False))
+    assert len({s.signal_id for s in progress}) == len(progress)
 
 
 # ---- a mixed, messy partition ------------------------------------------------------------
