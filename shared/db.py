@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -31,6 +32,10 @@ def async_url(url: str) -> str:
     raise ConfigError(f"DATABASE_URL must be a PostgreSQL URL, not {parsed.drivername}")
 
 
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def create_engine(settings: Settings, **kw: object) -> AsyncEngine:
     return create_async_engine(
         async_url(settings.require_database()),
@@ -40,6 +45,9 @@ def create_engine(settings: Settings, **kw: object) -> AsyncEngine:
         # attempt, which the runners retry and the API reports, then the pool replaces it
         pool_pre_ping=False,
         pool_recycle=1800,
+        # JSONB in and out through orjson: the stdlib json codec was a tenth of an API request
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
         **kw,  # type: ignore[arg-type]
     )
 

@@ -90,7 +90,30 @@ class Factor(BaseModel):
     contribution: float
 
 
-SignalKind = Literal["spike", "critical_report", "trend", "resolve"]
+SignalKind = Literal["spike", "critical_report", "trend", "resolve", "progress"]
+"""``progress``: a window closed while a spike is open; it only extends the incident's rate
+series (no page, no timeline entry)."""
+
+
+class RatePoint(BaseModel):
+    """Reports counted in one hop of event time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime = Field(description="Start of the hop.")
+    count: int = Field(ge=0)
+
+
+class RateSeries(BaseModel):
+    """The report rate around a spike and the baseline it was judged against: the incident chart."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hop_s: int = Field(gt=0)
+    window_s: int = Field(gt=0)
+    baseline: float = Field(ge=0, description="Learned mean reports per window.")
+    upper: float = Field(ge=0, description="Reports per window it took to open a spike.")
+    points: list[RatePoint] = Field(default_factory=list, max_length=360)
 
 
 class Signal(BaseModel):
@@ -114,6 +137,7 @@ class Signal(BaseModel):
     reason: str = Field(description="One human sentence: why this fired.")
     factors: list[Factor] = Field(default_factory=list)
     sample_report_ids: list[str] = Field(default_factory=list, max_length=20)
+    rate: RateSeries | None = Field(None, description="Per-hop counts for the incident chart.")
 
 
 def report_json_schema() -> dict[str, Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +21,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, KafkaConnectionError
 from aiokafka.structs import OffsetAndMetadata
+from prometheus_client import CollectorRegistry, Gauge
 
 from shared.errors import RetryableError, retryable_types
 from shared.settings import Settings
@@ -150,6 +153,48 @@ def backoff_s(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:
     return random.uniform(0, min(cap, base * (2**attempt)))
 
 
+_LAG: weakref.WeakKeyDictionary[CollectorRegistry, ConsumerLag] = weakref.WeakKeyDictionary()
+
+
+class ConsumerLag:
+    """``livetriage_consumer_lag{group,topic,partition}``: records between a consumer's position
+    and the partition's high watermark as of its last fetch. Free to read (no request), so
+    it is refreshed at most once a second per consumer as batches arrive."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.gauge = Gauge("livetriage_consumer_lag", "Records not yet consumed, per group and partition.",
+                           ["group", "topic", "partition"], registry=registry)
+        self._next: dict[str, float] = {}
+        self._shown: dict[str, set[tuple[str, str, str]]] = {}
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> ConsumerLag:
+        """One per registry: services sharing a registry (``livetriage up``) share the gauge."""
+        lag = _LAG.get(registry)
+        if lag is None:
+            lag = _LAG[registry] = cls(registry)
+        return lag
+
+    async def observe(self, consumer: AIOKafkaConsumer, group: str) -> None:
+        now = time.monotonic()
+        if now < self._next.get(group, 0.0):
+            return
+        self._next[group] = now + 1.0
+        owned = set()
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue  # nothing fetched from it yet
+            position = await consumer.position(tp)
+            labels = (group, tp.topic, str(tp.partition))
+            owned.add(labels)
+            self.gauge.labels(*labels).set(max(0, high - position))
+        # a partition handed to another instance is that instance's to report
+        for labels in self._shown.get(group, set()) - owned:
+            self.gauge.remove(*labels)
+        self._shown[group] = owned
+
+
 async def consume_batches(
     consumer: AIOKafkaConsumer,
     handle: BatchHandler,
@@ -158,6 +203,8 @@ async def consume_batches(
     max_records: int,
     poll_timeout_ms: int,
     tick: Callable[[], Awaitable[None]] | None = None,
+    lag: ConsumerLag | None = None,
+    group: str = "",
 ) -> None:
     """Poll, handle, commit — until ``stop`` is set; then finish the batch in hand and commit.
 
@@ -170,6 +217,8 @@ async def consume_batches(
         batches = await consumer.getmany(timeout_ms=poll_timeout_ms, max_records=max_records)
         if tick is not None:
             await tick()
+        if lag is not None:
+            await lag.observe(consumer, group)
         records = [r for part in batches.values() for r in part]
         if not records:
             continue
@@ -216,6 +265,20 @@ def header(record: Record, name: str) -> bytes | None:
         if k == name:
             return v
     return None
+
+
+# A DLQ copy must fit a produce request (1 MiB by default, on the broker too): a bigger
+# record is kept as its first DLQ_KEEP_BYTES, marked truncated; dlq.source.* locate the whole.
+DLQ_MAX_BYTES = 900 * 1024
+DLQ_KEEP_BYTES = 64 * 1024
+
+
+def dlq_value(record: Record) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """The value to dead-letter for ``record`` and the headers that say if it was cut."""
+    value = record.value
+    if value is None or len(value) <= DLQ_MAX_BYTES:
+        return value, []
+    return value[:DLQ_KEEP_BYTES], [("dlq.truncated", b"true"), ("dlq.original_bytes", str(len(value)).encode())]
 
 
 def dlq_headers(record: Record, reason: str, detail: str) -> list[tuple[str, bytes]]:

@@ -8,6 +8,7 @@ Frozen, so nothing changes it behind a running service's back.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,6 +79,15 @@ class Settings(BaseSettings):
     spike_per_reporter_cap: int = Field(1, ge=1, description="Reports one reporter can add per window.")
     spike_z_close: float = Field(2.0, ge=0, description="Below baseline + z_close sd is quiet.")
     spike_close_after: int = Field(6, ge=1, description="Quiet windows in a row that end a spike.")
+    spike_scan_windows_s: tuple[int, ...] = Field(
+        (20, 300), description="Window lengths besides window_size_s the per-stream test scans."
+    )
+    spike_open_log10_p: float = Field(
+        6.5, gt=0, description="Opens when P(count >= observed) <= 10**-this (split over the windows)."
+    )
+    spike_max_dispersion: float = Field(
+        0.25, ge=0, description="Cap of the tail test's over-dispersion (var - mean) / mean**2."
+    )
     trend_min_volume: int = Field(40, ge=1, description="Minimum reports per window for a trend.")
     trend_z_open: float = Field(5.0, gt=0, description="z-score that opens a platform trend.")
     key_idle_evict_s: int = Field(600, ge=60, description="Evict keys idle this long (event time).")
@@ -118,6 +128,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535, description="Standalone services: 0 = off.")
     page_size_max: int = Field(200, ge=1)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one object per line with report/incident ids (for log shipping)."
+    )
 
     @field_validator("compression_type")
     @classmethod

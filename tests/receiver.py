@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # wall clock of arrival
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -36,6 +38,8 @@ class Receiver:
     fail_with: int = 500
     hold: asyncio.Event | None = None  # when set, requests wait for it (a slow endpoint)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0  # requests being answered now
+    most_in_flight: int = 0
 
     @property
     def base(self) -> str:
@@ -44,8 +48,13 @@ class Receiver:
     async def handle(self, request: Request) -> JSONResponse:
         body = await request.body()
         self.arrived.set()
-        if self.hold is not None:
-            await self.hold.wait()
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.hold is not None:
+                await self.hold.wait()
+        finally:
+            self.in_flight -= 1
         if self.failures > 0:
             self.failures -= 1
             return JSONResponse({"error": "try later"}, status_code=self.fail_with)
@@ -60,20 +69,29 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def running_receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    app = Starlette(routes=[Route("/{path:path}", rec.handle, methods=["POST"])])
+async def serving(app: Any) -> AsyncIterator[int]:
+    """Serve an ASGI app with uvicorn on a free local port (yielded) for the block."""
     server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
             task.result()
         await asyncio.sleep(0.01)  # uvicorn exposes no start event
-    rec.port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield rec
+        yield server.servers[0].sockets[0].getsockname()[1]
     finally:
-        if rec.hold is not None:
-            rec.hold.set()
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def running_receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = Starlette(routes=[Route("/{path:path}", rec.handle, methods=["POST"])])
+    async with serving(app) as port:
+        rec.port = port
+        try:
+            yield rec
+        finally:
+            if rec.hold is not None:
+                rec.hold.set()

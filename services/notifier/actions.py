@@ -18,10 +18,12 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.notifier.metrics import NotifierMetrics
 from services.notifier.routing import Routing
 from services.notifier.store import notify
 from services.notifier.tables import incident_timeline, incidents, moderation_actions
@@ -42,7 +44,8 @@ class ActionApplied:
 
 
 async def apply_action(
-    conn: AsyncConnection, *, action: ModerationAction, now: datetime, routing: Routing | None = None
+    conn: AsyncConnection, *, action: ModerationAction, now: datetime, routing: Routing | None = None,
+    metrics: NotifierMetrics | None = None,
 ) -> ActionApplied:
     """Record ``action`` and apply it to the stream's open incidents, in the caller's transaction."""
     inserted = await conn.execute(
@@ -84,7 +87,7 @@ async def apply_action(
             resolved += 1
             if routing is not None:
                 notified += await notify(conn, incident_id=row["id"], event=f"act:{action.action_id}",
-                                         kind="resolve", routing=routing, now=now)
+                                         kind="resolve", routing=routing, now=now, metrics=metrics)
     return ActionApplied(duplicate=False, incidents=len(rows), resolved=resolved, notified=notified)
 
 
@@ -99,6 +102,7 @@ class ActionApplier:
         clock: Clock,
         routing: Routing | None = None,
         on_enqueued: Callable[[], None] | None = None,
+        metrics: NotifierMetrics | None = None,
     ) -> None:
         self._s = settings
         self._engine = engine
@@ -106,6 +110,7 @@ class ActionApplier:
         self._clock = clock
         self._routing = routing
         self._on_enqueued = on_enqueued
+        self._m = metrics or NotifierMetrics(CollectorRegistry())
 
     async def handle(self, records: list[Record]) -> None:
         actions: list[ModerationAction] = []
@@ -114,6 +119,7 @@ class ActionApplier:
             try:
                 actions.append(ModerationAction.model_validate_json(rec.value or b""))
             except ValidationError as exc:
+                self._m.actions_invalid.inc()
                 dead.append(await self._producer.send(
                     self._s.actions_topic + ".dlq", rec.value, key=rec.key,
                     headers=dlq_headers(rec, "invalid_action", str(exc)[:500]),
@@ -124,13 +130,18 @@ class ActionApplier:
             return
         now = self._clock.now()
         async with self._engine.begin() as conn:
-            results = [await apply_action(conn, action=a, now=now, routing=self._routing) for a in actions]
+            results = [await apply_action(conn, action=a, now=now, routing=self._routing, metrics=self._m)
+                       for a in actions]
         if self._on_enqueued is not None and any(r.notified for r in results):
             self._on_enqueued()
         for a, r in zip(actions, results, strict=True):
+            self._m.actions.labels(a.action).inc()
+            if r.duplicate:
+                self._m.actions_duplicate.inc()
+            self._m.resolved_by_action.inc(r.resolved)
             if r.resolved:
                 log.info("action %s (%s on %s) resolved %d incident(s)", a.action_id, a.action, a.stream_id,
-                         r.resolved)
+                         r.resolved, extra={"action_id": a.action_id, "stream_id": a.stream_id})
 
 
 async def run_actions(
@@ -142,11 +153,13 @@ async def run_actions(
     stop: asyncio.Event,
     routing: Routing | None = None,
     on_enqueued: Callable[[], None] | None = None,
+    metrics: NotifierMetrics | None = None,
 ) -> None:
     """Run the moderation-actions consumer until ``stop`` is set."""
-    applier = ActionApplier(settings, engine, producer, clock, routing, on_enqueued)
+    applier = ActionApplier(settings, engine, producer, clock, routing, on_enqueued, metrics)
     async with open_consumer(settings, [settings.actions_topic], settings.actions_group) as consumer:
         log.info("notifier consuming %s", settings.actions_topic)
         await consume_batches(consumer, applier.handle, stop, max_records=settings.batch_max_records,
-                              poll_timeout_ms=settings.poll_timeout_ms)
+                              poll_timeout_ms=settings.poll_timeout_ms,
+                              lag=metrics.lag if metrics is not None else None, group=settings.actions_group)
     log.info("actions consumer stopped")

@@ -84,6 +84,7 @@ class Deliverer:
 
     async def deliver_due(self) -> int:
         """Send one batch of due notifications; returns how many were attempted."""
+        settled: list[tuple[dict[str, Any], str]] = []
         async with self.engine.begin() as conn:
             due = await claim(conn, now=self.clock.now(), limit=self.batch)
             if not due:
@@ -93,9 +94,15 @@ class Deliverer:
             for n, outcome, ms in results:
                 status = await settle(conn, notification=n, outcome=outcome, now=now, duration_ms=ms,
                                       policy=self.policy, rng=self.rng)
-                self.m.notifications.labels(n["channel"], status).inc()
+                settled.append((n, status))
                 if status == "dead":
-                    log.error("notification %s to %s is dead: %s", n["key"], n["channel"], outcome.error)
+                    log.error("notification %s to %s is dead: %s", n["key"], n["channel"], outcome.error,
+                              extra={"incident_id": str(n["incident_id"]), "notification_key": n["key"]})
+        # counted once the statuses are committed: a failed commit sends the batch again
+        for n, status in settled:
+            self.m.notifications.labels(n["channel"], status).inc()
+            if status == "sent":
+                self.m.delivery_latency.observe(max(0.0, (now - n["created_at"]).total_seconds()))
         return len(due)
 
     async def run(self, stop: asyncio.Event) -> None:

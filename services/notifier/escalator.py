@@ -18,9 +18,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.notifier.escalation import next_step, resolve_targets
+from services.notifier.escalation import Step, next_step, resolve_targets
+from services.notifier.metrics import NotifierMetrics
 from services.notifier.outbox import enqueue, incident_payload
 from services.notifier.routing import Routing
 from services.notifier.tables import incident_timeline, incidents
@@ -31,13 +33,22 @@ log = logging.getLogger(__name__)
 SYSTEM_ACTOR = "livetriage"
 
 
+def _count(metrics: NotifierMetrics | None, step: Step) -> None:
+    if metrics is not None:
+        metrics.escalations.labels(str(step.policy_level)).inc()
+        if step.level > step.policy_level:  # a step past the policy's last level: a repeat
+            metrics.escalation_repeats.inc()
+
+
 async def start_escalation(
-    conn: AsyncConnection, *, incident_id: uuid.UUID, routing: Routing, policy_name: str, now: datetime
+    conn: AsyncConnection, *, incident_id: uuid.UUID, routing: Routing, policy_name: str, now: datetime,
+    metrics: NotifierMetrics | None = None,
 ) -> list[str]:
     """At creation: step 1 is paged with the trigger; time step 2. Returns step 1's targets."""
     policy = routing.escalation_policies[policy_name]
     step = next_step(policy, 0, now)
     assert step is not None  # a policy has at least one level
+    _count(metrics, step)
     targets = resolve_targets(step.targets, routing.schedules, now)
     await conn.execute(incidents.update().where(incidents.c.id == incident_id).values(
         escalation_policy=policy_name, escalation_level=step.level,
@@ -49,7 +60,10 @@ async def start_escalation(
     return targets
 
 
-async def escalate(conn: AsyncConnection, *, row: dict[str, Any], routing: Routing, now: datetime) -> int:
+async def escalate(
+    conn: AsyncConnection, *, row: dict[str, Any], routing: Routing, now: datetime,
+    metrics: NotifierMetrics | None = None,
+) -> int:
     """Escalate one claimed incident; returns the notifications enqueued."""
     policy = routing.escalation_policies.get(row["escalation_policy"] or "")
     step = next_step(policy, row["escalation_level"], now) if policy is not None else None
@@ -69,6 +83,7 @@ async def escalate(conn: AsyncConnection, *, row: dict[str, Any], routing: Routi
                 "channels": route.channels, "policy": row["escalation_policy"]}))
     await conn.execute(incidents.update().where(incidents.c.id == row["id"]).values(
         escalation_level=step.level, next_escalation_at=step.next_escalation_at, updated_at=now))
+    _count(metrics, step)
     return n
 
 
@@ -84,6 +99,7 @@ class Escalator:
         batch: int = 50,
         idle_poll_s: float = 1.0,
         on_enqueued: Callable[[], None] | None = None,
+        metrics: NotifierMetrics | None = None,
     ) -> None:
         self.engine = engine
         self.routing = routing
@@ -91,6 +107,7 @@ class Escalator:
         self.batch = batch
         self.idle_poll_s = idle_poll_s
         self.on_enqueued = on_enqueued
+        self.m = metrics or NotifierMetrics(CollectorRegistry())
 
     async def escalate_due(self) -> int:
         """Escalate one batch of due incidents; returns how many were escalated."""
@@ -106,7 +123,7 @@ class Escalator:
             )).mappings().all()
             enqueued = 0
             for row in rows:
-                enqueued += await escalate(conn, row=dict(row), routing=self.routing, now=now)
+                enqueued += await escalate(conn, row=dict(row), routing=self.routing, now=now, metrics=self.m)
         if enqueued and self.on_enqueued is not None:
             self.on_enqueued()
         return len(rows)
@@ -136,7 +153,7 @@ class Escalator:
                     incident_id=incident_id, at=now, kind="resolved", actor=SYSTEM_ACTOR,
                     detail={"how": "quiet", "quiet_s": quiet}))
                 await notify(conn, incident_id=incident_id, event="quiet", kind="resolve",
-                             routing=self.routing, now=now)
+                             routing=self.routing, now=now, metrics=self.m)
         if rows and self.on_enqueued is not None:
             self.on_enqueued()
         return len(rows)
@@ -166,8 +183,9 @@ class Escalator:
             )).all()
             for incident_id, last in rows:
                 # the event names the page it repeats, so a second sweep cannot repeat it twice
-                await notify(conn, incident_id=incident_id, event=f"repeat:{last.isoformat()}",
-                             kind="trigger", routing=self.routing, now=now)
+                if await notify(conn, incident_id=incident_id, event=f"repeat:{last.isoformat()}",
+                                kind="trigger", routing=self.routing, now=now, metrics=self.m):
+                    self.m.repeats.inc()
         if rows and self.on_enqueued is not None:
             self.on_enqueued()
         return len(rows)

@@ -7,21 +7,24 @@ schedules:
       - people: [amy, bo, cy]
         start: 2026-11-02       # the first hand-off, at handoff_time in tz
         handoff_time: "09:00"
-        tz: "+01:00"            # "UTC" or a fixed offset "+HH:MM" / "-HH:MM"
+        tz: Europe/Berlin       # an IANA zone, "UTC", or a fixed offset "+HH:MM"
         length: 1 week          # "1 week", "2 days", "12 hours", "1w", "1d", "12h"
     overrides:                  # win over every rotation while they last (start <= t < end)
       - {person: dee, start: "2026-11-24T18:00:00Z", end: "2026-11-25T09:00:00Z"}
 ```
 
-Offsets are fixed: a hand-off at 09:00 +01:00 happens every day at 08:00 UTC, whatever
-the season (name a zone per DST period with an override if that matters).
+Rotations whose length is whole days hand off at ``handoff_time`` on the local calendar of
+``tz``: with a named zone, 09:00 Europe/Berlin stays 09:00 across daylight-saving changes
+(a shift spanning the change is an hour shorter or longer). Shorter lengths ("12 hours")
+count elapsed time from the first hand-off. A fixed offset never moves.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -48,20 +51,26 @@ def parse_length(value: Any) -> timedelta:
     raise ValueError(f"rotation length {value!r} is not like '1 week', '2 days' or '12 hours'")
 
 
-def parse_tz(value: Any) -> timezone:
-    """``"UTC"`` / ``"Z"`` or a fixed offset ``"+HH:MM"``."""
-    if isinstance(value, timezone):
+def parse_tz(value: Any) -> tzinfo:
+    """``"UTC"`` / ``"Z"``, a fixed offset ``"+HH:MM"``, or an IANA zone ``"Europe/Berlin"``."""
+    if isinstance(value, tzinfo):
         return value
     if isinstance(value, str):
-        if value.strip().upper() in ("UTC", "Z", "GMT"):
+        name = value.strip()
+        if name.upper() in ("UTC", "Z", "GMT"):
             return UTC
-        m = _OFFSET.match(value.strip())
+        m = _OFFSET.match(name)
         if m:
             sign = -1 if m.group(1) == "-" else 1
             hours, minutes = int(m.group(2)), int(m.group(3))
             if hours < 24 and minutes < 60:
                 return timezone(sign * timedelta(hours=hours, minutes=minutes))
-    raise ValueError(f"timezone {value!r} is not 'UTC' or an offset like '+02:00'")
+        elif "/" in name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                pass
+    raise ValueError(f"timezone {value!r} is not 'UTC', an offset like '+02:00' or a zone like 'Europe/Berlin'")
 
 
 class Rotation(BaseModel):
@@ -71,7 +80,7 @@ class Rotation(BaseModel):
     people: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
     start: date
     handoff_time: time = time(9, 0)
-    tz: timezone = UTC
+    tz: tzinfo = UTC
     length: timedelta = timedelta(weeks=1)
 
     @field_validator("length", mode="before")
@@ -84,7 +93,7 @@ class Rotation(BaseModel):
 
     @field_validator("tz", mode="before")
     @classmethod
-    def _tz(cls, v: Any) -> timezone:
+    def _tz(cls, v: Any) -> tzinfo:
         return parse_tz(v)
 
     @field_validator("handoff_time", mode="before")
@@ -104,21 +113,38 @@ class Rotation(BaseModel):
     @property
     def epoch(self) -> datetime:
         """The first hand-off instant."""
-        return datetime.combine(self.start, self.handoff_time, tzinfo=self.tz)
+        return self.handoff(0)
+
+    def handoff(self, k: int) -> datetime:
+        """The instant (UTC) of hand-off ``k``: on the local calendar for whole-day lengths."""
+        days, rest = divmod(self.length, timedelta(days=1))
+        if rest or k == 0:
+            first = datetime.combine(self.start, self.handoff_time, tzinfo=self.tz).astimezone(UTC)
+            return first + k * self.length
+        return datetime.combine(self.start + k * days * timedelta(days=1), self.handoff_time,
+                                tzinfo=self.tz).astimezone(UTC)
+
+    def _period(self, at: datetime) -> int:
+        """Index of the hand-off in force at ``at`` (-1 before the first)."""
+        at = at.astimezone(UTC)  # compare instants, never wall times within one zone
+        days, rest = divmod(self.length, timedelta(days=1))
+        if rest:
+            return (at - self.epoch) // self.length
+        k = (at.astimezone(self.tz).date() - self.start).days // days
+        while k >= 0 and self.handoff(k) > at:
+            k -= 1
+        while self.handoff(k + 1) <= at:
+            k += 1
+        return max(k, -1)
 
     def on_call(self, at: datetime) -> str | None:
         """Who this rotation puts on call at ``at``; None before it starts."""
-        elapsed = at - self.epoch
-        if elapsed < timedelta(0):
-            return None
-        return self.people[(elapsed // self.length) % len(self.people)]
+        k = self._period(at)
+        return None if k < 0 else self.people[k % len(self.people)]
 
     def next_handoff(self, at: datetime) -> datetime:
         """The first hand-off strictly after ``at``."""
-        elapsed = at - self.epoch
-        if elapsed < timedelta(0):
-            return self.epoch
-        return self.epoch + (elapsed // self.length + 1) * self.length
+        return self.handoff(max(self._period(at) + 1, 0))
 
 
 class Override(BaseModel):

@@ -174,10 +174,15 @@ async def last_sent_at(conn: AsyncConnection, *, incident_id: uuid.UUID) -> date
 
 
 async def cancel_if_never_paged(conn: AsyncConnection, *, incident_id: uuid.UUID) -> bool:
-    """If nothing about the incident was ever sent, cancel what is pending; True if so."""
-    sent = await conn.scalar(sa.select(sa.exists().where(
-        notifications.c.incident_id == incident_id, notifications.c.status == "sent")))
-    if sent:
+    """If nothing about the incident was ever sent, cancel what is pending; True if so.
+
+    A page with a failed attempt counts as sent: a timeout does not say the receiver did not
+    get it (found by the fault suite: a slow webhook took the trigger, the cancel then kept
+    its resolve from ever going out)."""
+    maybe_sent = await conn.scalar(sa.select(sa.exists().where(
+        notifications.c.incident_id == incident_id,
+        sa.or_(notifications.c.status == "sent", notifications.c.attempts > 0))))
+    if maybe_sent:
         return False
     res = await conn.execute(
         notifications.update()

@@ -73,16 +73,21 @@ class SignalApplier:
         results = []
         async with self._engine.begin() as conn:
             for sig in signals:
-                results.append((sig, await apply_signal(conn, signal=sig, now=now, routing=self._routing)))
+                results.append((sig, await apply_signal(conn, signal=sig, now=now, routing=self._routing,
+                                                         metrics=self._m)))
         if self._on_enqueued is not None and any(res.notified for _, res in results):
             self._on_enqueued()
         for sig, res in results:
             self._m.signals.labels(sig.kind).inc()
             if res.duplicate:
                 self._m.duplicates.inc()
+            else:
+                self._m.signal_latency.observe(max(0.0, (now - sig.observed_at).total_seconds()))
             if res.created:
                 self._m.incidents_created.labels(sig.severity.value).inc()
-                log.info("incident %s opened: %s", res.incident_id, sig.reason)
+                log.info("incident %s opened: %s", res.incident_id, sig.reason,
+                         extra={"incident_id": str(res.incident_id), "signal_id": sig.signal_id,
+                                "dedup_key": sig.dedup_key, "severity": sig.severity.value})
         self._m.batch_seconds.observe(time.perf_counter() - started)
 
 
@@ -107,5 +112,7 @@ async def run_notifier(
             stop,
             max_records=settings.batch_max_records,
             poll_timeout_ms=settings.poll_timeout_ms,
+            lag=metrics.lag,
+            group=settings.notifier_group,
         )
     log.info("notifier stopped")

@@ -11,10 +11,11 @@ import base64
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,8 +30,17 @@ from services.notifier.outbox import (
 )
 from services.notifier.routing import Routing
 from services.notifier.silence_store import held_by
-from services.notifier.tables import incident_severity, incident_signals, incident_timeline, incidents
-from shared.events import Severity, Signal
+from services.notifier.tables import (
+    incident_rate,
+    incident_severity,
+    incident_signals,
+    incident_timeline,
+    incidents,
+)
+from shared.events import RateSeries, Severity, Signal
+
+if TYPE_CHECKING:
+    from services.notifier.metrics import NotifierMetrics
 
 SYSTEM_ACTOR = "livetriage"
 
@@ -46,10 +56,13 @@ class Applied:
 
 
 async def apply_signal(
-    conn: AsyncConnection, *, signal: Signal, now: datetime, routing: Routing | None = None
+    conn: AsyncConnection, *, signal: Signal, now: datetime, routing: Routing | None = None,
+    metrics: NotifierMetrics | None = None,
 ) -> Applied:
     """Merge ``signal`` into its open incident (or open one), and enqueue the notifications
     the change calls for, in the caller's transaction."""
+    if signal.kind == "progress":
+        return await _extend_rate(conn, signal)
     seen = await conn.scalar(
         sa.select(incident_signals.c.incident_id).where(incident_signals.c.signal_id == signal.signal_id)
     )
@@ -89,7 +102,7 @@ async def apply_signal(
         )
         if inserted.scalar() is None:
             # Another notifier opened it between our SELECT and INSERT: merge into theirs.
-            return await apply_signal(conn, signal=signal, now=now, routing=routing)
+            return await apply_signal(conn, signal=signal, now=now, routing=routing, metrics=metrics)
         created = True
     else:
         incident_id = row["id"]
@@ -111,6 +124,8 @@ async def apply_signal(
             payload=signal.model_dump(mode="json"),
         )
     )
+    if signal.rate is not None:
+        await record_rate(conn, incident_id=incident_id, rate=signal.rate)
     if change.events:
         await conn.execute(
             incident_timeline.insert(),
@@ -128,8 +143,45 @@ async def apply_signal(
     notified = 0
     if page is not None and routing is not None:
         notified = await notify(conn, incident_id=incident_id, event=signal.signal_id, kind=page,
-                                routing=routing, now=now, set_team=created)
+                                routing=routing, now=now, set_team=created, metrics=metrics)
     return Applied(incident_id, created=created, duplicate=False, notified=notified)
+
+
+async def _extend_rate(conn: AsyncConnection, signal: Signal) -> Applied:
+    """A window closed during a spike: add its counts to the open incident's chart. The spike
+    is still on, so the incident is not quiet: a long spike must not auto-resolve as quiet."""
+    incident_id = await conn.scalar(
+        incidents.update()
+        .where(incidents.c.dedup_key == signal.dedup_key, incidents.c.status != "resolved")
+        .values(last_signal_at=sa.func.greatest(incidents.c.last_signal_at, signal.observed_at))
+        .returning(incidents.c.id)
+    )
+    if incident_id is not None and signal.rate is not None:
+        await record_rate(conn, incident_id=incident_id, rate=signal.rate)
+    return Applied(incident_id, created=False, duplicate=False)
+
+
+async def record_rate(conn: AsyncConnection, *, incident_id: uuid.UUID, rate: RateSeries) -> None:
+    """Idempotent by (incident, hop): a pane's count only grows (the opening signal saw the
+    pane still filling), so the larger count recorded for a hop stands."""
+    if not rate.points:
+        return
+    stmt = pg_insert(incident_rate).values([
+        {"incident_id": incident_id, "at": p.at, "count": p.count, "hop_s": rate.hop_s,
+         "window_s": rate.window_s, "baseline": rate.baseline, "upper": rate.upper}
+        for p in rate.points
+    ])
+    await conn.execute(stmt.on_conflict_do_update(
+        index_elements=["incident_id", "at"],
+        set_={"count": sa.func.greatest(incident_rate.c.count, stmt.excluded.count)},
+    ))
+
+
+async def get_rate(conn: AsyncConnection, *, incident_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        sa.select(incident_rate).where(incident_rate.c.incident_id == incident_id).order_by(incident_rate.c.at)
+    )
+    return [dict(r) for r in rows.mappings()]
 
 
 async def notify(
@@ -141,6 +193,7 @@ async def notify(
     routing: Routing,
     now: datetime,
     set_team: bool = False,
+    metrics: NotifierMetrics | None = None,
 ) -> int:
     """Route the incident as it is now and enqueue ``kind`` for each of the route's channels."""
     row = await get_incident(conn, incident_id=incident_id)
@@ -157,18 +210,25 @@ async def notify(
             incident_id=incident_id, at=now, kind=held.kind, actor=SYSTEM_ACTOR,
             detail={**held.detail, "kind": kind, "event": event},
         ))
+        if metrics is not None:
+            metrics.pages_held.labels(held.kind.removeprefix("page_")).inc()
         return 0
     payload = incident_payload(row, route.team)
     if kind == "update" and await unsent_trigger_refreshed(conn, incident_id=incident_id, payload=payload):
+        if metrics is not None:
+            metrics.pages_held.labels("grouped").inc()
         return 0  # the first page has not gone out yet: it will carry this severity
     if kind == "resolve" and await cancel_if_never_paged(conn, incident_id=incident_id):
         await conn.execute(incident_timeline.insert().values(
             incident_id=incident_id, at=now, kind="page_cancelled", actor=SYSTEM_ACTOR,
             detail={"reason": "resolved within the group wait: nobody was paged", "event": event}))
+        if metrics is not None:
+            metrics.pages_held.labels("group_wait").inc()
         return 0
     if set_team and route.escalation_policy is not None:  # a new incident: page level 1, time level 2
         payload["targets"] = await start_escalation(conn, incident_id=incident_id, routing=routing,
-                                                    policy_name=route.escalation_policy, now=now)
+                                                    policy_name=route.escalation_policy, now=now,
+                                                    metrics=metrics)
     delay = timedelta(0)
     if kind == "trigger":
         delay = timedelta(seconds=routing.group_wait_s)
@@ -292,21 +352,46 @@ class BadCursor(ValueError):
     """The pagination cursor is not one this API issued."""
 
 
-def encode_cursor(detected_at: datetime, incident_id: uuid.UUID) -> str:
-    raw = orjson.dumps([detected_at.isoformat(), str(incident_id)])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+SORTS = ("-detected_at", "detected_at", "severity")
+"""List orders: newest first (default), oldest first, most severe first (then newest)."""
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def encode_cursor(row: dict[str, Any], sort: str = "-detected_at") -> str:
+    """Where the next page starts: the last row's sort key. A default-order cursor stays
+    ``[detected_at, id]`` so cursors handed out before sorting existed still work."""
+    payload: list[Any] = [row["detected_at"].isoformat(), str(row["id"])]
+    if sort != "-detected_at":
+        payload.append(sort)
+    if sort == "severity":
+        payload.append(row["severity"])
+    return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str = "-detected_at") -> tuple[datetime, uuid.UUID, str | None]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        ts, iid = orjson.loads(raw)
+        payload = orjson.loads(raw)
+        if not isinstance(payload, list) or not 2 <= len(payload) <= 4:
+            raise ValueError("not a cursor")
+        ts, iid, *rest = payload
         when = datetime.fromisoformat(ts)
         if when.tzinfo is None:
             raise ValueError("naive timestamp")
-        return when, uuid.UUID(iid)
-    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        key = uuid.UUID(iid)
+        cursor_sort = rest[0] if rest else "-detected_at"
+        sev = rest[1] if len(rest) > 1 else None
+    except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
         raise BadCursor("cursor is malformed; use the next_cursor of a previous page") from exc
+    if cursor_sort != sort:
+        raise BadCursor(f"cursor was issued for sort={cursor_sort}, not sort={sort}")
+    if sort == "severity" and sev not in ("SEV1", "SEV2", "SEV3", "SEV4"):
+        raise BadCursor("cursor is malformed; use the next_cursor of a previous page")
+    return when, key, sev
+
+
+def json_columns(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Which of these incident columns ``list_incidents(columns=...)`` returns as JSON text."""
+    return tuple(n for n in names if isinstance(incidents.c[n].type, pg.JSONB))
 
 
 async def list_incidents(
@@ -319,39 +404,66 @@ async def list_incidents(
     region: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    sort: str = "-detected_at",
     limit: int,
     cursor: str | None = None,
+    columns: tuple[str, ...] | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Newest first (detected_at, id), keyset-paginated; returns the page and the next cursor.
-    ``since``/``until`` bound detected_at (since inclusive, until exclusive)."""
-    q = sa.select(incidents)
+    """One page in ``sort`` order (ties broken by id), keyset-paginated; returns the page and
+    the next cursor. ``since``/``until`` bound detected_at (since inclusive, until exclusive);
+    ``columns`` narrows the rows to those columns (the sort keys are always included) and
+    returns JSONB columns as JSON text."""
+    if sort not in SORTS:
+        raise ValueError(f"unknown sort {sort!r}")
+    c = incidents.c
+    if columns is None:
+        q = sa.select(incidents)
+    else:
+        # JSON columns come back as their text: a caller rendering JSON embeds it as it is
+        wanted = dict.fromkeys((*columns, "id", "detected_at", "severity"))
+        as_text = json_columns(tuple(wanted))
+        q = sa.select(*(
+            c[name].cast(sa.Text).label(name) if name in as_text else c[name]
+            for name in wanted
+        ))
     for col, val in (
-        (incidents.c.status, status),
-        (incidents.c.severity, severity),
-        (incidents.c.category, category),
-        (incidents.c.stream_id, stream_id),
-        (incidents.c.region, region),
+        (c.status, status),
+        (c.severity, severity),
+        (c.category, category),
+        (c.stream_id, stream_id),
+        (c.region, region),
     ):
         if val is not None:
             q = q.where(col == val)
     if since is not None:
-        q = q.where(incidents.c.detected_at >= since)
+        q = q.where(c.detected_at >= since)
     if until is not None:
-        q = q.where(incidents.c.detected_at < until)
+        q = q.where(c.detected_at < until)
     if cursor is not None:
-        ts, iid = decode_cursor(cursor)
-        q = q.where(
-            sa.tuple_(incidents.c.detected_at, incidents.c.id)
-            < sa.tuple_(
-                sa.literal(ts, incidents.c.detected_at.type), sa.literal(iid, incidents.c.id.type)
-            )
-        )
-    q = q.order_by(incidents.c.detected_at.desc(), incidents.c.id.desc()).limit(limit + 1)
-    rows = [dict(r) for r in (await conn.execute(q)).mappings()]
+        ts, iid, sev = decode_cursor(cursor, sort)
+        here = sa.tuple_(c.detected_at, c.id)
+        there = sa.tuple_(sa.literal(ts, c.detected_at.type), sa.literal(iid, c.id.type))
+        if sort == "detected_at":
+            q = q.where(here > there)
+        elif sort == "severity":
+            # SEV1 < SEV2 < ... as text: most severe first, then newest first
+            q = q.where(sa.or_(c.severity > sev, sa.and_(c.severity == sev, here < there)))
+        else:
+            q = q.where(here < there)
+    if sort == "detected_at":
+        order = [c.detected_at.asc(), c.id.asc()]
+    elif sort == "severity":
+        order = [c.severity.asc(), c.detected_at.desc(), c.id.desc()]
+    else:
+        order = [c.detected_at.desc(), c.id.desc()]
+    q = q.order_by(*order).limit(limit + 1)
+    result = await conn.execute(q)
+    names = tuple(str(k) for k in result.keys())  # plain str: SQLAlchemy hands out a subclass
+    rows = [dict(zip(names, r, strict=True)) for r in result]  # cheaper than RowMapping -> dict
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["detected_at"], rows[-1]["id"])
+        next_cursor = encode_cursor(rows[-1], sort)
     return rows, next_cursor
 
 

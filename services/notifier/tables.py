@@ -153,3 +153,15 @@ incident_severity = sa.Table(
     sa.Column("at", TS, nullable=False),
     sa.Column("severity", sa.Text, nullable=False),
 )
+
+incident_rate = sa.Table(
+    "incident_rate",
+    metadata,
+    sa.Column("incident_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("at", TS, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("hop_s", sa.Integer, nullable=False),
+    sa.Column("window_s", sa.Integer, nullable=False),
+    sa.Column("baseline", sa.Float, nullable=False),
+    sa.Column("upper", sa.Float, nullable=False),
+)

@@ -11,6 +11,7 @@ import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
 from services.notifier.api.app import create_app
+from services.notifier.api.schemas import IncidentOut
 from services.notifier.api.deps import ApiState
 from services.notifier.store import apply_signal
 from shared.db import open_engine
@@ -71,6 +72,49 @@ async def test_keyset_pagination_walks_every_incident_once_newest_first(api: htt
     assert len({i["id"] for i in seen}) == 25
     keys = [(i["detected_at"], i["id"]) for i in seen]
     assert keys == sorted(keys, reverse=True)
+
+
+async def walk(api: httpx.AsyncClient, **params: str) -> list[dict]:  # type: ignore[type-arg]
+    seen: list[dict] = []  # type: ignore[type-arg]
+    cursor = None
+    while True:
+        body = (await api.get("/v1/incidents", params={"limit": 4, **params}
+                              | ({"cursor": cursor} if cursor else {}))).json()
+        seen += body["items"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return seen
+
+
+async def test_sorts_page_through_every_incident_once_in_order(api: httpx.AsyncClient) -> None:
+    oldest = await walk(api, sort="detected_at")
+    keys = [(i["detected_at"], i["id"]) for i in oldest]
+    assert len(set(keys)) == 25 and keys == sorted(keys)
+    worst = await walk(api, sort="severity")
+    assert len({i["id"] for i in worst}) == 25
+    assert [i["severity"] for i in worst] == ["SEV1"] * 3 + ["SEV3"] * 22
+    sev3 = [(i["detected_at"], i["id"]) for i in worst[3:]]
+    assert sev3 == sorted(sev3, reverse=True)
+    hate = await walk(api, sort="severity", category="hate")
+    assert [i["stream_id"] for i in hate] == ["s20", "s10", "s00", "s15", "s05"]
+
+
+async def test_a_cursor_only_continues_its_own_sort(api: httpx.AsyncClient) -> None:
+    first = (await api.get("/v1/incidents", params={"limit": 3, "sort": "severity"})).json()
+    r = await api.get("/v1/incidents", params={"cursor": first["next_cursor"]})
+    assert r.status_code == 400 and "sort=severity" in r.json()["detail"]
+    assert (await api.get("/v1/incidents", params={"sort": "viewers"})).status_code == 422
+
+
+async def test_list_items_render_exactly_as_the_incident_model(api: httpx.AsyncClient) -> None:
+    """The list is serialised without pydantic for speed: it must say what IncidentOut says."""
+    items = (await api.get("/v1/incidents", params={"limit": 200})).json()["items"]
+    assert len(items) == 25
+    for item in items:
+        one = await api.get(f"/v1/incidents/{item['id']}")
+        assert one.status_code == 200
+        assert item == one.json()
+        assert IncidentOut.model_validate(item).model_dump(mode="json") == item
 
 
 async def test_filters(api: httpx.AsyncClient) -> None:
@@ -210,3 +254,39 @@ async def test_stats_for_program_managers(api: httpx.AsyncClient) -> None:
     empty = (await api.get("/v1/stats", params={"since": "2020-01-01T00:00:00Z",
                                                "until": "2020-01-02T00:00:00Z"})).json()
     assert empty["incidents"] == 0 and empty["mtta_s"] is None and empty["sla"] == []
+
+
+async def test_rate_series_for_the_chart(settings: Settings) -> None:
+    from shared.events import RatePoint, RateSeries
+
+    def rate(*points: tuple[int, int]) -> RateSeries:
+        return RateSeries(hop_s=10, window_s=60, baseline=3.0, upper=12.0,
+                          points=[RatePoint(at=T0 + timedelta(seconds=s), count=c) for s, c in points])
+
+    opened = signal(0, stream="chart").model_copy(update={"rate": rate((-50, 0), (-40, 1), (-10, 9), (0, 14))})
+
+    def progress(at_s: int, count: int) -> Signal:
+        return opened.model_copy(update={
+            "signal_id": f"spike:chart:violence:p{at_s}", "kind": "progress",
+            "observed_at": T0 + timedelta(seconds=at_s + 10), "rate": rate((at_s, count))})
+
+    async with open_engine(settings) as engine:
+        async with engine.begin() as conn:
+            first = await apply_signal(conn, signal=opened, now=T0)
+            # a redelivery changes nothing; a pane seen again with more reports (the opening
+            # signal saw it filling) keeps the larger count
+            for s in (progress(10, 20), progress(20, 18), progress(10, 20), progress(0, 16)):
+                assert (await apply_signal(conn, signal=s, now=T0)).incident_id == first.incident_id
+        app = create_app(ApiState(settings, engine, CollectorRegistry(), broker_ok))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t", headers=AUTH) as c:
+            body = (await c.get(f"/v1/incidents/{first.incident_id}/rate")).json()
+            assert body["hop_s"] == 10 and body["baseline_per_minute"] == 3.0 and body["upper_per_minute"] == 12.0
+            assert [(p["count"], p["per_minute"]) for p in body["points"]] == [
+                (0, 0.0), (1, 6.0), (9, 54.0), (16, 96.0), (20, 120.0), (18, 108.0)]
+            inc = (await c.get(f"/v1/incidents/{first.incident_id}")).json()
+            assert inc["last_signal_at"] == "2026-11-23T12:00:30Z"  # progress keeps it from going quiet
+            assert (await c.get("/v1/incidents/00000000-0000-0000-0000-000000000000/rate")).status_code == 404
+        async with engine.begin() as conn:  # nothing open any more: progress changes nothing
+            await apply_signal(conn, signal=opened.model_copy(update={"signal_id": "r", "kind": "resolve"}), now=T0)
+            late = await apply_signal(conn, signal=progress(30, 5), now=T0)
+            assert late.incident_id is None

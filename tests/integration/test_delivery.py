@@ -344,3 +344,27 @@ async def test_group_interval_folds_rises_into_one_update_page(settings: Setting
         await drain(d, clock)
     pd = [r.json() for r in rec.requests if r.path == "/pd"]
     assert [p["payload"]["severity"] for p in pd] == ["warning", "critical"]  # SEV2 folded into SEV1
+
+
+async def test_a_page_that_may_have_arrived_is_never_cancelled_and_its_resolve_follows(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Found by the fault suite: the trigger's attempt failed (the receiver may still have got
+    it), then the incident resolved. Cancelling the trigger would leave on-call with a page
+    that is never resolved: both must go out."""
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = routing_for(rec, tmp_path)
+        d = deliverer(engine, routing, http, clock)
+        rec.failures = 1000  # every first attempt fails; as far as we know, they may have arrived
+        async with engine.begin() as conn:
+            await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
+        assert await d.deliver_due() > 0
+        rec.failures = 0
+        async with engine.begin() as conn:
+            await apply_signal(conn, signal=signal(3, kind="resolve"), now=clock.now(), routing=routing)
+            statuses = (await conn.execute(sa.text("SELECT status FROM notifications"))).scalars().all()
+        assert "cancelled" not in statuses
+        await drain(d, clock)
+    pd = [r.json()["event_action"] for r in rec.requests if r.path == "/pd"]
+    assert pd == ["trigger", "resolve"]

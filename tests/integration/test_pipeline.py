@@ -55,6 +55,10 @@ async def test_reports_become_an_incident_with_duplicates_and_malformed_input(se
             tl = await http.get(f"/v1/incidents/{inc['id']}/timeline")
             kinds = [e["kind"] for e in tl.json()]
             assert kinds[0] == "triggered" and set(kinds) <= {"triggered", "signal_merged", "severity_raised"}
+            rate = (await http.get(f"/v1/incidents/{inc['id']}/rate")).json()  # the chart, from triage
+            assert rate["hop_s"] == settings.window_hop_s and rate["points"]
+            assert sum(p["count"] for p in rate["points"]) >= inc["report_count"]
+            assert rate["upper_per_minute"] > rate["baseline_per_minute"] >= 0
 
         # every valid, unique report reaches the clean topic exactly once
         clean = await read_topic(settings, settings.clean_topic, expect=len(spike) + len(quiet))

@@ -60,7 +60,18 @@ def test_resolve_signal_closes() -> None:
 
 def test_cursor_round_trip_and_garbage() -> None:
     iid = uuid.uuid4()
-    assert decode_cursor(encode_cursor(T0, iid)) == (T0, iid)
-    for bad in ("", "!!!", "bm9wZQ", encode_cursor(T0, iid)[:-4]):
+    row = {"detected_at": T0, "id": iid, "severity": "SEV2"}
+    assert decode_cursor(encode_cursor(row)) == (T0, iid, None)
+    assert decode_cursor(encode_cursor(row, "detected_at"), "detected_at") == (T0, iid, None)
+    assert decode_cursor(encode_cursor(row, "severity"), "severity") == (T0, iid, "SEV2")
+    for bad in ("", "!!!", "bm9wZQ", encode_cursor(row)[:-4], "e30"):
         with pytest.raises(BadCursor):
             decode_cursor(bad)
+
+
+def test_cursor_of_another_sort_is_refused() -> None:
+    row = {"detected_at": T0, "id": uuid.uuid4(), "severity": "SEV1"}
+    with pytest.raises(BadCursor, match="sort=severity"):
+        decode_cursor(encode_cursor(row, "severity"))
+    with pytest.raises(BadCursor, match="sort=-detected_at"):
+        decode_cursor(encode_cursor(row), "detected_at")

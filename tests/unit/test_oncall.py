@@ -91,6 +91,40 @@ def test_rotation_properties(people: list[str], length_h: int, offset_min: int, 
     assert r.on_call(nxt) == people[((t // (length_h * 3600)) + 1) % len(people)]
 
 
+def test_named_zone_hands_off_at_local_time_across_daylight_saving() -> None:
+    # Berlin moves to CEST on 2026-03-29: the 09:00 hand-off moves from 08:00 to 07:00 UTC
+    berlin = Rotation(people=["a", "b", "c"], start=date(2026, 3, 27), length="1 day", tz="Europe/Berlin")
+    fixed = Rotation(people=["a", "b", "c"], start=date(2026, 3, 27), length="1 day", tz="+01:00")
+    z = lambda s: datetime.fromisoformat(s).replace(tzinfo=UTC)  # noqa: E731
+    assert berlin.on_call(z("2026-03-27T07:59:59")) is None
+    assert berlin.on_call(z("2026-03-27T08:00:00")) == "a"
+    assert berlin.on_call(z("2026-03-28T08:00:00")) == "b"
+    assert berlin.on_call(z("2026-03-29T06:59:59")) == "b"
+    assert berlin.on_call(z("2026-03-29T07:00:00")) == "c"  # 09:00 CEST
+    assert fixed.on_call(z("2026-03-29T07:30:00")) == "b"  # a fixed offset does not move
+    assert berlin.next_handoff(z("2026-03-28T12:00:00")) == z("2026-03-29T07:00:00")
+    assert berlin.next_handoff(z("2026-03-01T00:00:00")) == z("2026-03-27T08:00:00")
+    # and back to CET on 2026-10-25
+    assert berlin.next_handoff(z("2026-10-24T12:00:00")) == z("2026-10-25T08:00:00")
+
+
+@given(
+    people=st.lists(st.text(min_size=1, max_size=3), min_size=1, max_size=4),
+    length_d=st.integers(1, 14),
+    t=st.integers(0, 2 * 365 * 24 * 3600),
+)
+def test_named_zone_rotation_properties(people: list[str], length_d: int, t: int) -> None:
+    r = Rotation(people=people, start=date(2026, 1, 1), length=timedelta(days=length_d), tz="America/New_York")
+    at = r.epoch + timedelta(seconds=t)
+    who = r.on_call(at)
+    nxt = r.next_handoff(at)
+    assert at < nxt <= at + r.length + timedelta(hours=1)
+    assert r.on_call(nxt - timedelta(microseconds=1)) == who
+    assert r.on_call(nxt) == people[(people.index(who) + 1) % len(people)] or len(set(people)) < len(people)
+    local = nxt.astimezone(r.tz)
+    assert (local.hour, local.minute) == (9, 0)  # always at the local hand-off time
+
+
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
@@ -173,3 +207,19 @@ def test_bad_oncall_config_fails_with_one_clear_line(tmp_path: Path, change: tup
     with pytest.raises(ConfigError) as err:
         load_routing(f)
     assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_the_readme_routing_examples_are_valid() -> None:
+    """The README's routing snippets (channels first, then schedules and policies) load."""
+    import re
+
+    import yaml
+
+    from services.notifier.routing import Routing
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
+    merged = {k: v for b in blocks if "channels" in b or "routes" in b for k, v in b.items()}
+    assert {"channels", "schedules", "escalation_policies", "routes"} <= merged.keys()
+    r = Routing.model_validate(merged)
+    assert r.schedules["child-safety"].rotations[0].handoff(1).isoformat() == "2026-11-09T08:00:00+00:00"

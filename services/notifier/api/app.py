@@ -7,13 +7,18 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.notifier.api.console import mount_console
 from services.notifier.api.deps import ApiState, authorize
 from services.notifier.api.routes import router
 from services.notifier.api.silence_routes import router as silence_router
 
 PROBLEM_JSON = "application/problem+json"
+# PostgreSQL refuses U+0000 in text and jsonb (22021 character_not_in_repertoire, 22P05
+# untranslatable_character): input a client sent, so a 422, not a 500.
+BAD_TEXT_SQLSTATES = frozenset({"22021", "22P05"})
 
 
 def _problem(status: int, title: str, detail: str | None, errors: list[Any] | None = None) -> JSONResponse:
@@ -35,6 +40,7 @@ def create_app(state: ApiState) -> FastAPI:
     app.state.api = state
     app.include_router(router, dependencies=[Depends(authorize)])
     app.include_router(silence_router, dependencies=[Depends(authorize)])
+    mount_console(app)  # /console/ (public static files), / redirects there, GET /v1/whoami
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -44,6 +50,12 @@ def create_app(state: ApiState) -> FastAPI:
         if exc.headers:
             resp.headers.update(exc.headers)
         return resp
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(_: Request, exc: DBAPIError) -> JSONResponse:
+        if getattr(exc.orig, "sqlstate", None) in BAD_TEXT_SQLSTATES:
+            return _problem(422, "Invalid request", "text must not contain NUL (U+0000) characters")
+        raise exc  # anything else is ours: a 500
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

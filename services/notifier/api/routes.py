@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,11 +24,14 @@ from services.notifier.api.schemas import (
     IncidentPage,
     NoteIn,
     NotificationOut,
+    RateOut,
+    RatePointOut,
     ReassignIn,
     SeverityChange,
     StatsOut,
     OnCall,
     Problem,
+    Sort,
     Status,
     TeamOnCall,
     TimelineEntry,
@@ -43,6 +47,8 @@ PROBLEMS = {
     422: {"model": Problem, "description": "Invalid parameters"},
 }
 Conn = Annotated[AsyncConnection, Depends(get_conn)]
+INCIDENT_FIELDS = tuple(IncidentOut.model_fields)  # every one is a column of incidents
+JSON_FIELDS = store.json_columns(INCIDENT_FIELDS)
 
 
 @router.get("/v1/incidents", response_model=IncidentPage, tags=["incidents"], responses=PROBLEMS)
@@ -56,10 +62,16 @@ async def list_incidents(
     region: Annotated[str | None, Query(pattern=r"^[A-Z]{2}$")] = None,
     since: Annotated[AwareDatetime | None, Query(description="detected_at >= since")] = None,
     until: Annotated[AwareDatetime | None, Query(description="detected_at < until")] = None,
+    sort: Annotated[
+        Sort,
+        Query(description="-detected_at: newest first; detected_at: oldest first; "
+                          "severity: SEV1 first, newest first within a severity."),
+    ] = "-detected_at",
     limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page "
+                                                                     "(same filters and sort).")] = None,
 ) -> Response:
-    """Incidents, newest first, with keyset pagination."""
+    """Incidents, newest first unless ``sort`` says otherwise, with keyset pagination."""
     state = get_state(request)
     try:
         rows, next_cursor = await store.list_incidents(
@@ -71,14 +83,21 @@ async def list_incidents(
             region=region,
             since=since,
             until=until,
+            sort=sort,
             limit=min(limit, state.settings.page_size_max),
             cursor=cursor,
+            columns=INCIDENT_FIELDS,
         )
     except store.BadCursor as exc:
         raise HTTPException(400, str(exc)) from exc
-    # validated once and serialised in Rust; FastAPI would validate the model a second time
-    page = IncidentPage(items=[IncidentOut.model_validate(r) for r in rows], next_cursor=next_cursor)
-    return Response(page.model_dump_json(), media_type="application/json")
+    # The hot path of the console and of automation: rows (exactly IncidentOut's fields, JSON
+    # columns as text) straight to JSON with orjson, which renders what IncidentOut does (a
+    # test holds them equal) at a fifth of the cost. default=str: asyncpg's own UUID type.
+    for r in rows:
+        for name in JSON_FIELDS:
+            r[name] = orjson.Fragment(r[name])
+    body = orjson.dumps({"items": rows, "next_cursor": next_cursor}, option=orjson.OPT_UTC_Z, default=str)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/v1/incidents/{incident_id}", response_model=IncidentOut, tags=["incidents"], responses=PROBLEMS)
@@ -99,6 +118,24 @@ async def get_timeline(incident_id: uuid.UUID, conn: Conn) -> list[TimelineEntry
     if await store.get_incident(conn, incident_id=incident_id) is None:
         raise HTTPException(404, f"incident {incident_id} not found")
     return [TimelineEntry.model_validate(r) for r in await store.get_timeline(conn, incident_id=incident_id)]
+
+
+@router.get("/v1/incidents/{incident_id}/rate", response_model=RateOut, tags=["incidents"], responses=PROBLEMS)
+async def get_rate(incident_id: uuid.UUID, conn: Conn) -> RateOut:
+    """Report rate per hop around the spike (for critical reports: empty)."""
+    if await store.get_incident(conn, incident_id=incident_id) is None:
+        raise HTTPException(404, f"incident {incident_id} not found")
+    rows = await store.get_rate(conn, incident_id=incident_id)
+    if not rows:
+        return RateOut(hop_s=None, baseline_per_minute=None, upper_per_minute=None, points=[])
+    last = rows[-1]  # the baseline is frozen during a spike: the latest row says it
+    return RateOut(
+        hop_s=last["hop_s"],
+        baseline_per_minute=round(last["baseline"] * 60 / last["window_s"], 3),
+        upper_per_minute=round(last["upper"] * 60 / last["window_s"], 3),
+        points=[RatePointOut(at=r["at"], count=r["count"], per_minute=round(r["count"] * 60 / r["hop_s"], 3))
+                for r in rows],
+    )
 
 
 async def _act(

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from shared.events import Category, Severity
 
 Status = Literal["triggered", "acknowledged", "resolved"]
+Sort = Literal["-detected_at", "detected_at", "severity"]
 
 
 class FactorOut(BaseModel):
@@ -59,6 +60,22 @@ class IncidentPage(BaseModel):
 
     items: list[IncidentOut]
     next_cursor: str | None
+
+
+class RatePointOut(BaseModel):
+    at: datetime = Field(description="Start of the hop.")
+    count: int = Field(description="Reports in the hop.")
+    per_minute: float
+
+
+class RateOut(BaseModel):
+    """The incident's report rate per hop, with the learned baseline and the level it took to
+    open a spike, both per minute: enough to draw the chart with its baseline band."""
+
+    hop_s: int | None
+    baseline_per_minute: float | None
+    upper_per_minute: float | None
+    points: list[RatePointOut]
 
 
 class TimelineEntry(BaseModel):

@@ -17,6 +17,7 @@ from services.notifier.api.schemas import Problem
 router = APIRouter()
 Conn = Annotated[AsyncConnection, Depends(get_conn)]
 PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "Bad request (a body that is not UTF-8 JSON)"},
     404: {"model": Problem, "description": "Not found"},
     422: {"model": Problem, "description": "Invalid request"},
 }
