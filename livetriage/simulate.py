@@ -12,7 +12,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -143,6 +143,7 @@ async def simulate(
     spike: Spike | None,
     duplicate_ratio: float = 0.02,
     malformed_ratio: float = 0.005,
+    progress: Callable[[float], None] | None = None,
 ) -> dict[str, int]:
     """Publish traffic in real time (event time = now); returns what was sent."""
     factory = ReportFactory(streams=streams, seed=seed)
@@ -167,6 +168,8 @@ async def simulate(
                 await asyncio.sleep(ahead)  # pacing the real-time stream, not synchronisation
             pending.append(await producer.send(settings.reports_topic, value, key=key))
             sent["reports"] += 1
+            if progress is not None:
+                progress(offset)
             if spike is not None and key == spike.stream_id.encode():
                 sent["spike"] += 1
         await asyncio.gather(*pending)

@@ -1,0 +1,36 @@
+"""A short randomized fault-injection run (bench/faults.py): the pipeline as four OS processes,
+a fault-free reference run, then one run of five faults, mixed at random moments.
+
+The seed is random and printed; ``LIVETRIAGE_FAULTS_SEED=N`` replays one. The full suite, each
+kind alone and many mixed runs: ``python -m bench.faults --runs 12 --seed N``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from bench.faults import DEFAULT_FAULTS, Options, run_suite
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+
+@pytest.mark.timeout(300)
+async def test_mixed_faults_change_no_outcome(pg_admin_url: str, tmp_path: Path) -> None:
+    seed = int(os.environ.get("LIVETRIAGE_FAULTS_SEED") or random.randrange(1, 10**6))
+    print(f"fault-injection seed {seed} (replay: LIVETRIAGE_FAULTS_SEED={seed})")
+    report = await run_suite(
+        seed=seed, runs=1, kinds=list(DEFAULT_FAULTS), mixed=5, alone_first=False,
+        opts=Options(log_dir=tmp_path, feed_s=25.0, drain_timeout_s=60.0, pg_admin_url=pg_admin_url),
+    )
+    summary = (f"seed {seed}: faults {dict(report.faults)}, incidents {report.incidents}, "
+               f"pages {report.pages}, lost = {report.lost}, "
+               f"duplicated = {report.duplicated}; logs in {tmp_path}")
+    print(summary)
+    assert report.failures == [], summary + "\n" + "\n".join(report.failures)
+    assert report.lost == 0
+    assert sum(report.faults.values()) == 5
+    assert report.incidents >= 3 and report.pages >= 2, "the input must raise incidents and pages"
