@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import logging
 import os
@@ -58,6 +59,7 @@ from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry, Histogram
 
 from bench.pipeline import _by_label, _value, bench_environment, bench_settings, ceiling
+from livetriage.runtime import freeze_startup_heap
 from livetriage.simulate import ReportFactory
 from services.ingest.validate import Rejected, canonical_json, parse_report
 from services.triage.metrics import TriageMetrics
@@ -105,6 +107,7 @@ class Results:
     signals: int = 0
     signals_by_kind: dict[str, int] = field(default_factory=dict)
     checkpoints: dict[str, dict[str, float]] = field(default_factory=dict)
+    gc_pauses: dict[int, tuple[int, float]] = field(default_factory=dict)  # gen -> (n, s), triage phase
     rss_peak_before_triage_mb: float = 0.0
     rss_at_triage_end_mb: float = 0.0
     rss_peak_mb: float = 0.0
@@ -114,6 +117,33 @@ class Results:
 
 
 # ---- helpers -----------------------------------------------------------------------------
+
+
+class GcPauses:
+    """Count and time the garbage collector's passes by generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.by_gen: dict[int, list[float]] = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
+        self._t = 0.0
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._cb)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._cb)
+
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            g = self.by_gen[info["generation"]]
+            g[0] += 1
+            g[1] += time.perf_counter() - self._t
+
+    def reset(self) -> None:
+        for g in self.by_gen.values():
+            g[0], g[1] = 0, 0.0
 
 
 def triage_settings(bootstrap: str, db_url: str) -> Settings:
@@ -249,6 +279,8 @@ async def triage(settings: Settings, n: int, timeout_s: float, res: Results, qui
         t0: float | None = None
         c0 = 0
         cpu0 = time.process_time()
+        pauses = GcPauses().__enter__()
+        freeze_startup_heap(streaming=True)  # as `livetriage triage` does once started
         last_report = started
         deadline = started + timeout_s
         try:
@@ -258,6 +290,7 @@ async def triage(settings: Settings, n: int, timeout_s: float, res: Results, qui
                 if t0 is None and c > 0:
                     # the c records counted so far were consumed before t0: they are left out
                     t0, c0, cpu0 = now, c, time.process_time()
+                    pauses.reset()
                     res.triage_startup_s = now - started
                 if c >= n:
                     res.completed = True
@@ -274,6 +307,8 @@ async def triage(settings: Settings, n: int, timeout_s: float, res: Results, qui
                 await asyncio.sleep(POLL_S)  # polling metrics with a deadline
             end = time.perf_counter()
             res.triage_cpu_s = time.process_time() - cpu0
+            pauses.__exit__()
+            res.gc_pauses = {g: (int(n), s) for g, (n, s) in pauses.by_gen.items()}
             res.rss_at_triage_end_mb = _rss_mb()
             t0 = t0 if t0 is not None else end
             res.triage_s = end - t0
@@ -393,6 +428,8 @@ def table(r: Results) -> str:
         ("trends consumed", f"{r.trends_consumed:,}"),
         ("signals", f"{r.signals:,}  {r.signals_by_kind}"),
         ("checkpoints", cps),
+        ("GC passes (triage phase)", "  ".join(f"gen{g}: {n} in {s:.2f} s"
+                                               for g, (n, s) in sorted(r.gc_pauses.items()))),
         ("RSS (MB)", f"peak {r.rss_peak_mb:,.0f}  "
                      f"(peak before triage {r.rss_peak_before_triage_mb:,.0f}, "
                      f"at triage end {r.rss_at_triage_end_mb:,.0f})"),

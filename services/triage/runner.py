@@ -235,6 +235,7 @@ class PartitionedRunner:
         self.last_checkpoint = time.monotonic()
         self.last_forget = time.monotonic()
         self.in_flight: list[asyncio.Future[Any]] = []  # signals sent, acks not yet awaited
+        self._saving: asyncio.Task[None] | None = None  # the checkpoint being written
         self.consumer: AIOKafkaConsumer | None = None
         self._retryable = retryable_types()
 
@@ -300,6 +301,9 @@ class PartitionedRunner:
         assert self.consumer is not None
         self.m.rewinds.labels(self.stage.name).inc()
         pending, self.in_flight = self.in_flight, []
+        if self._saving is not None:
+            pending.append(self._saving)
+            self._saving = None
         await asyncio.gather(*pending, return_exceptions=True)  # replay re-sends what failed
         owned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.stage.topic}
         for p in list(self.tasks):
@@ -315,14 +319,20 @@ class PartitionedRunner:
         if futures:
             await asyncio.gather(*futures)
 
-    async def checkpoint(self, parts: list[int]) -> None:
-        """Persist the dirty ones of ``parts`` (a clean task's state is already on disk),
-        after every signal produced so far is acknowledged by the broker."""
-        await self._settle_in_flight()
+    async def checkpoint(self, parts: list[int], *, wait: bool = True) -> None:
+        """Persist the dirty ones of ``parts`` (a clean task's state is already on disk).
+
+        The snapshot is taken (and encoded) now; writing it — after every signal produced
+        so far is acknowledged by the broker — then publishing the outboxes and committing
+        offsets run in the background unless ``wait``, overlapping the next batches (the
+        write was ~10% of the stage's time). One write at a time: a checkpoint first waits
+        for the one before, and a failed write surfaces at the next step, which rewinds."""
+        await self._saved()
         parts = [p for p in parts if p in self.tasks and p in self.dirty]
         if not parts:
             return
         started = time.perf_counter()
+        acks, self.in_flight = self.in_flight, []
         cps: dict[int, Checkpoint] = {}
         evicted: dict[tuple[str, ...], tuple[float, float, int, int]] = {}
         outboxes = []
@@ -332,16 +342,39 @@ class PartitionedRunner:
             if ob is not None:
                 outboxes.append(ob)
             evicted.update(task.detector.take_evicted())
-            cps[p] = Checkpoint(self.next_offsets[p], task.dump(), ob)
+            cps[p] = Checkpoint(self.next_offsets[p], orjson.dumps(task.dump()), ob)
+        self.store.stage_evicted(evicted)
+        self.dirty.difference_update(parts)
+        self._saving = asyncio.create_task(
+            self._persist(acks, cps, evicted, outboxes, started), name=f"checkpoint-{self.stage.name}"
+        )
+        if wait:
+            await self._saved()
+
+    async def _saved(self) -> None:
+        """Wait for the checkpoint being written, if any; raise what it failed with."""
+        saving, self._saving = self._saving, None
+        if saving is not None:
+            await saving
+
+    async def _persist(
+        self,
+        acks: list[asyncio.Future[Any]],
+        cps: dict[int, Checkpoint],
+        evicted: dict[tuple[str, ...], tuple[float, float, int, int]],
+        outboxes: list[dict[str, Any]],
+        started: float,
+    ) -> None:
+        if acks:
+            await asyncio.gather(*acks)
         await self.store.save(self.stage.topic, cps, evicted)
         await self.stage.publish(outboxes)
-        self.dirty.difference_update(parts)
         self.last_checkpoint = time.monotonic()
         if self.consumer is not None:  # for lag monitoring only; the checkpoint is the truth
             owned = self.consumer.assignment()
             offsets = {
-                TopicPartition(self.stage.topic, p): OffsetAndMetadata(self.next_offsets[p], "")
-                for p in parts
+                TopicPartition(self.stage.topic, p): OffsetAndMetadata(cp.next_offset, "")
+                for p, cp in cps.items()
                 if TopicPartition(self.stage.topic, p) in owned
             }
             try:
@@ -352,6 +385,8 @@ class PartitionedRunner:
         self.m.checkpoint_seconds.labels(self.stage.name).observe(time.perf_counter() - started)
 
     async def step(self, batch: dict[TopicPartition, list[Record]]) -> None:
+        if self._saving is not None and self._saving.done():
+            await self._saved()  # a failed write raises here: the caller rewinds
         signals: list[Signal] = []
         now = time.monotonic()
         for tp, recs in batch.items():
@@ -379,8 +414,8 @@ class PartitionedRunner:
             ))
         if len(self.in_flight) > 10_000:
             await self._settle_in_flight()
-        if self.dirty and now - self.last_checkpoint >= self.s.checkpoint_interval_s:
-            await self.checkpoint(sorted(self.dirty))
+        if self.dirty and self._saving is None and now - self.last_checkpoint >= self.s.checkpoint_interval_s:
+            await self.checkpoint(sorted(self.dirty), wait=False)
         if now - self.last_forget >= FORGET_EVERY_S:
             await self._forget_old_baselines()
             self.last_forget = now
@@ -389,6 +424,7 @@ class PartitionedRunner:
     async def _forget_old_baselines(self) -> None:
         """Baselines of keys silent for BASELINE_TTL (event time) go: a million one-off
         streams a day must not grow the table without bound either."""
+        await self._saved()  # not alongside a checkpoint's upserts: they may touch the same rows
         marks = [t.detector.closed_through for t in self.tasks.values() if t.detector.closed_through]
         if marks:
             removed = await self.store.forget(min(marks) - BASELINE_TTL_MS)
@@ -439,36 +475,44 @@ class PartitionedRunner:
             self.s, [self.stage.topic], self.stage.group_id, listener=self.listener()
         ) as consumer:
             self.consumer = consumer
-            log.info("triage %s consuming %s", self.stage.name, self.stage.topic)
-            attempt = 0
-            while not stop.is_set():
-                try:
-                    if self.pending:
-                        async with self.lock:
-                            await self.restore_pending()
-                    batch = await consumer.getmany(
-                        timeout_ms=self.s.poll_timeout_ms, max_records=self.s.batch_max_records
-                    )
-                    await self.stage.m.lag.observe(consumer, self.stage.group_id)
-                    async with self.lock:
-                        await self.step(batch)
-                    attempt = 0
-                except self._retryable as exc:
-                    delay = backoff_s(attempt)
-                    attempt += 1
-                    log.warning("triage %s failed (%r); rewinding, retry in %.2fs", self.stage.name, exc, delay)
-                    async with self.lock:
-                        await self.rewind()
+            try:
+                log.info("triage %s consuming %s", self.stage.name, self.stage.topic)
+                attempt = 0
+                while not stop.is_set():
                     try:
-                        await asyncio.wait_for(stop.wait(), timeout=delay)
-                    except TimeoutError:
-                        pass
-            # graceful stop: persist what we have (revoke is not called before stop)
-            async with self.lock:
-                try:
-                    await self.checkpoint(sorted(self.tasks))  # the dirty ones; others are saved
-                except self._retryable as exc:
-                    log.warning("final checkpoint failed, will replay: %r", exc)
+                        if self.pending:
+                            async with self.lock:
+                                await self.restore_pending()
+                        batch = await consumer.getmany(
+                            timeout_ms=self.s.poll_timeout_ms, max_records=self.s.batch_max_records
+                        )
+                        await self.stage.m.lag.observe(consumer, self.stage.group_id)
+                        async with self.lock:
+                            await self.step(batch)
+                        attempt = 0
+                    except self._retryable as exc:
+                        delay = backoff_s(attempt)
+                        attempt += 1
+                        log.warning("triage %s failed (%r); rewinding, retry in %.2fs", self.stage.name, exc, delay)
+                        async with self.lock:
+                            await self.rewind()
+                        try:
+                            await asyncio.wait_for(stop.wait(), timeout=delay)
+                        except TimeoutError:
+                            pass
+                # graceful stop: persist what we have (revoke is not called before stop)
+                async with self.lock:
+                    try:
+                        await self.checkpoint(sorted(self.tasks))  # the dirty ones; others are saved
+                    except self._retryable as exc:
+                        log.warning("final checkpoint failed, will replay: %r", exc)
+            finally:
+                # a crash or cancellation mid-write: the write must not outlive the consumer
+                # (it commits offsets through it); the checkpoint before it stands
+                if self._saving is not None:
+                    self._saving.cancel()
+                    await asyncio.gather(self._saving, return_exceptions=True)
+                    self._saving = None
         self.consumer = None
         log.info("triage %s stopped", self.stage.name)
 

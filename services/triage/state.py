@@ -28,7 +28,7 @@ class Checkpoint:
     """A partition's persisted state."""
 
     next_offset: int
-    snapshot: dict[str, Any]
+    snapshot: dict[str, Any] | bytes  # bytes: already JSON (taken while the state stood still)
     outbox: dict[str, Any] | None
 
 
@@ -63,6 +63,16 @@ class TriageStore:
         # lookup for a new key can only come back empty and is skipped. Refreshed on every
         # restore (a partition's keys are only ever written by its current owner).
         self.maybe_has_rows = True
+        # evicted baselines on their way to the table (a checkpoint being written in the
+        # background): lookups see them first, so a key that comes back meanwhile resumes
+        # its baseline instead of starting from the prior
+        self._unsaved: dict[tuple[str, ...], BaselineRow] = {}
+
+    def stage_evicted(self, evicted: Mapping[tuple[str, ...], BaselineRow]) -> None:
+        """Make ``evicted`` visible to ``baselines`` before ``save`` has written them."""
+        if evicted:
+            self._unsaved.update(evicted)
+            self.maybe_has_rows = True
 
     async def load(self, topic: str, partitions: Iterable[int]) -> dict[int, Checkpoint]:
         parts = list(partitions)
@@ -110,17 +120,24 @@ class TriageStore:
                     _UPSERT_CHECKPOINT,
                     {
                         "g": self._group, "t": topic, "p": p, "o": cp.next_offset,
-                        "s": orjson.dumps(cp.snapshot),
+                        "s": cp.snapshot if isinstance(cp.snapshot, bytes) else orjson.dumps(cp.snapshot),
                         "x": orjson.dumps(cp.outbox) if cp.outbox is not None else None,
                     },
                 )
+        unsaved = self._unsaved
+        for k, row in evicted.items():  # on the table now (unless a newer row is on its way)
+            if unsaved.get(k) == row:
+                del unsaved[k]
 
     async def baselines(self, keys: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], BaselineRow]:
         if not self.maybe_has_rows:
             return {}
-        wanted = {key_text(k): k for k in keys}
+        keys = list(keys)
+        unsaved = self._unsaved
+        found = {k: unsaved[k] for k in keys if k in unsaved} if unsaved else {}
+        wanted = {key_text(k): k for k in keys if k not in found}
         if not wanted:
-            return {}
+            return found
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 text(
@@ -129,7 +146,8 @@ class TriageStore:
                 ),
                 {"g": self._group, "ks": list(wanted)},
             )
-            return {wanted[k]: (m, v, n, c) for k, m, v, n, c in rows}
+            found.update((wanted[k], (m, v, n, c)) for k, m, v, n, c in rows)
+            return found
 
     async def forget(self, older_than_ms: int) -> int:
         """Drop baselines of keys silent since ``older_than_ms`` (event time)."""
