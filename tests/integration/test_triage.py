@@ -235,3 +235,29 @@ async def test_republished_reports_are_not_counted_twice(
     replayed = sum(m.replayed.labels("streams")._value.get() for m in metrics)
     assert replayed == 500
     assert spikes(await signals_of(s)) == spikes(reference["signals"])
+
+
+async def test_evicted_baselines_are_found_while_their_checkpoint_is_being_written(database_url: str) -> None:
+    """Checkpoints are written in the background: a key evicted into one, coming back before
+    the write lands, must resume its baseline, not start again from the prior."""
+    from services.triage.state import Checkpoint, TriageStore
+
+    s = make_settings("127.0.0.1:1", database_url)
+    key = ("stream-9", "violence")
+    row = (3.5, 4.25, 40, T0)
+    async with open_engine(s) as engine:
+        store = TriageStore(engine, "g-unsaved")
+        store.maybe_has_rows = False  # a fresh group: lookups are skipped ...
+        assert await store.baselines([key]) == {}
+        store.stage_evicted({key: row})  # ... until a checkpoint carries evictions
+        assert await store.baselines([key, ("other", "spam")]) == {key: row}
+        async with engine.connect() as conn:  # not on the table yet: found in memory
+            assert (await conn.execute(sa.text(
+                "SELECT count(*) FROM triage_baselines WHERE group_id = 'g-unsaved'"))).scalar() == 0
+        await store.save("t", {0: Checkpoint(7, orjson.dumps({"x": 1}), None)}, {key: row})
+        async with engine.connect() as conn:
+            got = (await conn.execute(sa.text(
+                "SELECT mean, var, n, closed_ms FROM triage_baselines WHERE group_id = 'g-unsaved'"))).one()
+        assert tuple(got) == row
+        assert await store.baselines([key]) == {key: row}
+        assert (await store.load("t", [0]))[0].snapshot == {"x": 1}
