@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 import asyncpg
 
 from bench.pipeline import database_url
+from bench.progress import Progress
 from livetriage.embedded import free_port, port_open
 from shared.db import migrate
 
@@ -216,11 +217,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await c.fetch(sql, *(params if params is not None else (ids[i % len(ids)],)))
 
         rows = []
+        bar = Progress("requests", len(cases) * args.requests + len(ceilings) * args.requests, unit="req",
+                       quiet=False)
+        done = 0
         for name, call in cases.items():
             await drive(args.concurrency, 50, call)  # warm up
             t = time.perf_counter()
             lat = await drive(args.concurrency, args.requests, call)
             rps = args.requests / (time.perf_counter() - t)
+            done += args.requests
+            bar.update(done, case=name)
             row = {"case": name, "p50_ms": round(statistics.median(lat), 2), "p99_ms": round(pct(lat, 99), 2),
                    "req_s": round(rps)}
             if name in ceilings:
@@ -229,7 +235,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 clat = await drive(args.concurrency, args.requests, lambda i: plain(sql, params, i))
                 row["ceiling_p50_ms"] = round(statistics.median(clat), 2)
                 row["ceiling_p99_ms"] = round(pct(clat, 99), 2)
+                done += args.requests
+                bar.update(done, case=name)
             rows.append(row)
+        bar.close()
         out["rows"] = rows
         filtered = next(r for r in rows if r["case"] == "filtered list (50)")
         out["target_met"] = filtered["p99_ms"] <= 50.0

@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter
 from sqlalchemy import text
 
+from bench.progress import Progress
 from livetriage.embedded import embedded_broker, embedded_postgres_url, free_port, port_open
 from livetriage.runtime import ROLES, Running, start_services
 from livetriage.simulate import ReportFactory, traffic
@@ -199,16 +200,18 @@ def generate(n: int, streams: int, seed: int, res: Results) -> list[tuple[bytes,
     return records
 
 
-async def preload(settings: Settings, records: list[tuple[bytes, bytes]]) -> float:
+async def preload(settings: Settings, records: list[tuple[bytes, bytes]], quiet: bool = False) -> float:
     t0 = time.perf_counter()
     async with open_producer(settings) as producer:
-        pending = []
-        for key, value in records:
-            pending.append(await producer.send(settings.reports_topic, value, key=key))
-            if len(pending) >= 20_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
+        with Progress("preload", len(records), quiet=quiet) as bar:
+            pending = []
+            for i, (key, value) in enumerate(records, 1):
+                pending.append(await producer.send(settings.reports_topic, value, key=key))
+                if len(pending) >= 20_000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+                    bar.update(i)
+            await asyncio.gather(*pending)
     return time.perf_counter() - t0
 
 
@@ -292,7 +295,7 @@ async def pipeline(settings: Settings, n: int, timeout_s: float, res: Results, q
         started = time.perf_counter()
         t0: float | None = None
         t_ingest = t_triage = None
-        last_report = started
+        bar = Progress("ingest", n, quiet=quiet)
         while True:
             now = time.perf_counter()
             s = snapshot(running)
@@ -313,16 +316,10 @@ async def pipeline(settings: Settings, n: int, timeout_s: float, res: Results, q
             dead = [t for t in tasks if t.done()]
             if dead:
                 raise RuntimeError(f"service {dead[0].get_name()} ended: {dead[0].exception()!r}")
-            if not quiet and now - last_report >= 5:
-                last_report = now
-                print(
-                    f"  ... {now - started:5.1f}s ingest {s.consumed}/{n} triage {s.triaged}/"
-                    f"{s.published} notifier {s.notified}/{s.signals}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            bar.update(s.consumed, triage=f"{s.triaged}/{s.published}", notifier=f"{s.notified}/{s.signals}")
             await asyncio.sleep(POLL_S)  # polling metrics with a deadline
 
+        bar.close()
         end = time.perf_counter()
         t0 = t0 if t0 is not None else end
         res.pipeline_s = end - t0
@@ -372,7 +369,7 @@ async def run(args: argparse.Namespace) -> Results:
         records = generate(n, args.streams, args.seed, res)
         res.generate_s = time.perf_counter() - t
         say(f"generated {n} records in {res.generate_s:.1f}s; preloading ...")
-        res.preload_s = await preload(settings, records)
+        res.preload_s = await preload(settings, records, quiet)
         res.preload_rps = n / res.preload_s
         del records
 

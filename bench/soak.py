@@ -39,6 +39,7 @@ import orjson
 import psutil
 
 from bench.faults import Options, Service, broker, database, service_env, topic_settings
+from bench.progress import Progress
 from livetriage.embedded import free_port
 from shared.kafka import ensure_topics, open_producer, wait_for_broker
 from tests.receiver import running_receiver
@@ -191,6 +192,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         samples: list[Sample] = []
         t0 = time.monotonic()
         end = t0 + args.minutes * 60
+        bar = Progress("soak", args.minutes * 60, unit="s", quiet=args.verbose)  # verbose: own lines
         while time.monotonic() < end:
             await asyncio.sleep(SAMPLE_S)  # the sampling period
             if pub.done():
@@ -212,10 +214,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if name == "notifier":
                     sig_h, dlv_h = sh, dh
             samples.append(Sample(time.monotonic() - t0, rss, lag, counter[0], sig_h, dlv_h))
+            bar.update(round(samples[-1].t), published=f"{counter[0]:,}", lag=f"{sum(lag.values()):.0f}")
             if args.verbose:
                 print(f"t={samples[-1].t:6.0f}s published {counter[0]:,} rss "
                       + " ".join(f"{k}={v:.0f}MB" for k, v in rss.items())
                       + " lag " + " ".join(f"{k.split('-')[0]}={v:.0f}" for k, v in lag.items()), flush=True)
+        bar.close()
         stop.set()
         await pub
         pages = [(r.json()["incident"]["stream_id"], r.at) for r in rec.requests if r.path == "/hook"

@@ -59,6 +59,7 @@ from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry, Histogram
 
 from bench.pipeline import _by_label, _value, bench_environment, bench_settings, ceiling
+from bench.progress import Progress
 from livetriage.runtime import freeze_startup_heap
 from livetriage.simulate import ReportFactory
 from services.ingest.validate import Rejected, canonical_json, parse_report
@@ -222,9 +223,9 @@ def clean_records(
         yield key, canonical_json(rep), int(rep.reported_at.timestamp() * 1000), [(SRC_HEADER, src)]
 
 
-async def preload(settings: Settings, records: Iterator[CleanRecord]) -> int:
+async def preload(settings: Settings, records: Iterator[CleanRecord], n: int, quiet: bool = False) -> int:
     sent = 0
-    async with open_producer(settings) as producer:
+    async with open_producer(settings) as producer, Progress("preload", n, quiet=quiet) as bar:
         pending = []
         for key, value, ts, headers in records:
             pending.append(await producer.send(
@@ -234,6 +235,7 @@ async def preload(settings: Settings, records: Iterator[CleanRecord]) -> int:
             if len(pending) >= SEND_CHUNK:
                 await asyncio.gather(*pending)
                 pending.clear()
+                bar.update(sent)
         await asyncio.gather(*pending)
     return sent
 
@@ -281,7 +283,7 @@ async def triage(settings: Settings, n: int, timeout_s: float, res: Results, qui
         cpu0 = time.process_time()
         pauses = GcPauses().__enter__()
         freeze_startup_heap(streaming=True)  # as `livetriage triage` does once started
-        last_report = started
+        bar = Progress("triage", n, quiet=quiet)
         deadline = started + timeout_s
         try:
             while True:
@@ -300,12 +302,10 @@ async def triage(settings: Settings, n: int, timeout_s: float, res: Results, qui
                 if now > deadline:
                     log.error("timed out after %.0fs: streams consumed %d/%d", timeout_s, c, n)
                     break
-                if not quiet and now - last_report >= 5:
-                    last_report = now
-                    print(f"  ... {now - started:5.1f}s triage streams {c}/{n}",
-                          file=sys.stderr, flush=True)
+                bar.update(c)
                 await asyncio.sleep(POLL_S)  # polling metrics with a deadline
             end = time.perf_counter()
+            bar.close()
             res.triage_cpu_s = time.process_time() - cpu0
             pauses.__exit__()
             res.gc_pauses = {g: (int(n), s) for g, (n, s) in pauses.by_gen.items()}
@@ -357,7 +357,7 @@ async def run(args: argparse.Namespace) -> Results:
         t = time.perf_counter()
         sent = await preload(settings, clean_records(
             settings, n, args.streams, args.seed, args.rate, args.jitter
-        ))
+        ), n, quiet)
         assert sent == n
         res.preload_s = time.perf_counter() - t
         res.preload_rps = n / res.preload_s

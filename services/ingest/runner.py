@@ -12,6 +12,7 @@ import logging
 import time
 from datetime import timedelta
 
+import orjson
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -103,7 +104,35 @@ class Ingester:
         self._m.duplicates.inc(len(valid) - published)
         for _, rej in rejected:
             self._m.dlq.labels(rej.reason).inc()
+        _log_rejected(rejected)
         self._m.batch_seconds.observe(time.perf_counter() - started)
+
+
+LOG_REJECTED_PER_BATCH = 20  # one line each; a flood of bad input gets one summary line more
+
+
+def _log_rejected(rejected: list[tuple[Record, Rejected]]) -> None:
+    """A line per dead-lettered report, with its id when one can be read, so a producer
+    asking "where did report X go" finds it in the logs as well as on the DLQ topic."""
+    for rec, rej in rejected[:LOG_REJECTED_PER_BATCH]:
+        log.info("report dead-lettered (%s): %s", rej.reason, rej.detail[:200], extra={
+            "report_id": report_id_of(rec.value), "reason": rej.reason,
+            "source": f"{rec.topic}:{rec.partition}:{rec.offset}"})
+    if len(rejected) > LOG_REJECTED_PER_BATCH:
+        log.info("%d more reports dead-lettered in this batch (see the DLQ topic)",
+                 len(rejected) - LOG_REJECTED_PER_BATCH)
+
+
+def report_id_of(value: bytes | None) -> str | None:
+    """The report_id of a rejected record, if it is a JSON object with a string one."""
+    if not value or len(value) > 1 << 20:
+        return None
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    rid = doc.get("report_id") if isinstance(doc, dict) else None
+    return rid[:200].replace("\x00", "\\0") if isinstance(rid, str) else None
 
 
 async def run_ingest(

@@ -407,6 +407,10 @@ class PartitionedRunner:
             signals.extend(self._flush_idle(now))
         for sig in signals:
             self.m.signals.labels(sig.kind).inc()
+            # the report ids tie a report to the signal it raised, and (signal_id) to its incident
+            log.log(logging.DEBUG if sig.kind == "progress" else logging.INFO, "signal %s: %s", sig.kind,
+                    sig.reason, extra={"signal_id": sig.signal_id, "dedup_key": sig.dedup_key,
+                                       "severity": sig.severity.value, "report_ids": sig.sample_report_ids})
             # acks are awaited before the next checkpoint, not here: the checkpoint is what
             # makes the input "done", and until then a crash replays (and re-sends) it anyway
             self.in_flight.append(await self.producer.send(
