@@ -21,6 +21,9 @@ A match lists allowed values per field (category, severity, region, stream_id, k
 missing field matches anything. Validation happens at start with messages that name the
 offending path, so a bad file stops the notifier with one clear line.
 
+Secrets need not be in the file: ``routing_key: ${PD_ROUTING_KEY}`` takes the value from the
+environment (``${VAR:-default}``, ``$${`` for a literal), see ``services.notifier.envsubst``.
+
 Optional on-call keys: ``schedules`` (per team, see ``services.notifier.oncall``),
 ``escalation_policies`` (see ``services.notifier.escalation``) and, on a route,
 ``escalation_policy: <name>``: incidents on that route page its levels until acknowledged.
@@ -28,12 +31,15 @@ Optional on-call keys: ``schedules`` (per team, see ``services.notifier.oncall``
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
 
+from services.notifier.envsubst import UnsetVariable, expand
 from services.notifier.escalation import EscalationPolicy
 from services.notifier.oncall import Schedule
 from shared.errors import ConfigError
@@ -144,8 +150,9 @@ class Routing(BaseModel):
         return self.default
 
 
-def load_routing(path: Path | None) -> Routing:
-    """Read and validate the routing file; no file means the default route, no channels."""
+def load_routing(path: Path | None, env: Mapping[str, str] | None = None) -> Routing:
+    """Read and validate the routing file; no file means the default route, no channels.
+    ``${VAR}`` in its values are filled from ``env`` (the process environment by default)."""
     if path is None:
         return Routing()
     try:
@@ -155,7 +162,11 @@ def load_routing(path: Path | None) -> Routing:
     except yaml.YAMLError as exc:
         raise ConfigError(f"routing file {path} is not valid YAML: {exc}") from exc
     try:
-        return Routing.model_validate(data or {})
+        data = expand(data or {}, os.environ if env is None else env)
+    except UnsetVariable as exc:
+        raise ConfigError(f"routing file {path}: {exc}") from exc
+    try:
+        return Routing.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "<root>"

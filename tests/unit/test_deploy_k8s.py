@@ -24,7 +24,7 @@ import yaml
 from livetriage.cli import build_parser
 from livetriage.runtime import ROLES
 from services.notifier.auth import prefix_of
-from services.notifier.routing import Routing
+from services.notifier.routing import load_routing
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -327,7 +327,9 @@ def test_config_is_valid_settings(docs: list[Doc], monkeypatch: pytest.MonkeyPat
 def test_secret_is_a_template_that_fails_closed(docs: list[Doc]) -> None:
     (secret,) = _of_kind(docs, "Secret").values()
     values = secret["stringData"]
-    assert set(values) == {"DATABASE_URL", "LIVETRIAGE_BOOTSTRAP_API_KEY"}
+    # the routing file's channel credentials too (its ${VAR} references)
+    assert set(values) == {"DATABASE_URL", "LIVETRIAGE_BOOTSTRAP_API_KEY", "PD_TNS_ROUTING_KEY",
+                           "SLACK_OPS_WEBHOOK_URL"}
     assert all("REPLACE_ME" in v for v in values.values()), "placeholders must be obvious"
     # a placeholder admin key that worked would be a published credential
     assert prefix_of(values["LIVETRIAGE_BOOTSTRAP_API_KEY"]) is None
@@ -336,7 +338,7 @@ def test_secret_is_a_template_that_fails_closed(docs: list[Doc]) -> None:
 
 
 def test_routing_file_is_valid_and_mounted_where_settings_point(
-    docs: list[Doc], monkeypatch: pytest.MonkeyPatch
+    docs: list[Doc], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     settings = _settings(_config_env(docs), monkeypatch)
     assert settings.routing_file is not None
@@ -349,8 +351,26 @@ def test_routing_file_is_valid_and_mounted_where_settings_point(
                 if Path(mounts[v["name"]]) / item["path"] == settings.routing_file:
                     found = _of_kind(docs, "ConfigMap")[v["configMap"]["name"]]["data"][item["key"]]
     assert found is not None, f"nothing is mounted at {settings.routing_file}"
-    routing = Routing.model_validate(yaml.safe_load(found))
+    assert "${" in found, "credentials come from the environment, not the ConfigMap"
+    # loaded as the notifier loads it, with exactly the environment its container gets: a
+    # ${VAR} nobody provides would stop it at start
+    path = tmp_path / "routing.yaml"
+    path.write_text(found)
+    routing = load_routing(path, env=_container_env(docs, notifier["containers"][0]))
     assert routing.channels, "the example should show channels"
+    assert all("REPLACE" in str(c.model_dump()) for c in routing.channels.values())
+
+
+def _container_env(docs: list[Doc], container: Doc) -> dict[str, str]:
+    """The environment a container gets from its envFrom ConfigMaps/Secrets and env values."""
+    maps = {**_of_kind(docs, "ConfigMap"), **_of_kind(docs, "Secret")}
+    env: dict[str, str] = {}
+    for src in container.get("envFrom", []):
+        ref = src.get("configMapRef") or src.get("secretRef")
+        d = maps[ref["name"]]
+        env.update({k: str(v) for k, v in (d.get("data") or d.get("stringData") or {}).items()})
+    env.update({e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e})
+    return env
 
 
 # --- the real tool, when installed ----------------------------------------------------
