@@ -294,3 +294,54 @@ def test_docker_compose_config_accepts_the_file() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, f"{' '.join(cli)} config failed:\n{result.stderr}"
+
+
+# --- monitoring: Prometheus and Grafana come up with the system ---------------------------
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path of a service's bind mounts (named volumes left out)."""
+    out = {}
+    for v in service.get("volumes", []):
+        src, dst, *_ = v.split(":")
+        if src.startswith("./"):
+            out[dst] = ROOT / src
+    return out
+
+
+def _image_is_pinned(image: str) -> bool:
+    return ":" in image and not image.endswith((":latest", ":main"))
+
+
+def test_prometheus_loads_the_repo_config_and_every_rule_file(services: dict[str, dict[str, Any]]) -> None:
+    prom = services["prometheus"]
+    assert _image_is_pinned(prom["image"]), prom["image"]
+    flags = dict(a.removeprefix("--").split("=", 1) for a in prom["command"] if "=" in a)
+    mounts = _mounts(prom)
+    config_path = mounts[flags["config.file"]]
+    assert config_path == ROOT / "deploy/prometheus/prometheus.yml"
+    config = yaml.safe_load(config_path.read_text())
+    for rule_file in config["rule_files"]:  # relative to the config file, in the container too
+        in_container = str(Path(flags["config.file"]).parent / rule_file)
+        assert in_container in mounts and mounts[in_container].is_file(), rule_file
+    assert any(v.endswith(":" + flags["storage.tsdb.path"]) for v in prom["volumes"]), "data on a volume"
+
+
+def test_grafana_provisions_the_datasource_and_the_dashboard(services: dict[str, dict[str, Any]]) -> None:
+    graf = services["grafana"]
+    assert _image_is_pinned(graf["image"]), graf["image"]
+    mounts = _mounts(graf)
+    provisioning = mounts["/etc/grafana/provisioning"]
+    (ds,) = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())["datasources"]
+    assert ds["type"] == "prometheus" and ds["isDefault"] is True
+    host, port = ds["url"].removeprefix("http://").split(":")
+    assert host in services and port == "9090" and "prometheus" in host
+    (provider,) = yaml.safe_load((provisioning / "dashboards/livetriage.yml").read_text())["providers"]
+    dashboards = [m for c, m in mounts.items() if Path(c).parent == Path(provider["options"]["path"])]
+    assert dashboards == [ROOT / "deploy/grafana/livetriage.json"]
+    dashboard = json.loads(dashboards[0].read_text())
+    # panels ask for ${DS_PROMETHEUS}: provisioned, a datasource variable of that name resolves it
+    (var,) = [v for v in dashboard["templating"]["list"] if v["name"] == "DS_PROMETHEUS"]
+    assert var["type"] == "datasource" and var["query"] == ds["type"]
+    home = graf["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert mounts[home] == dashboards[0]
