@@ -106,3 +106,15 @@ async def read_topic(
 
 def minutes_ago(n: float) -> datetime:
     return datetime.now(UTC) - timedelta(minutes=n)
+
+
+def settings_from_env(env: dict[str, str], monkeypatch: Any) -> Settings:
+    """``Settings()`` as a process with exactly ``env`` (of livetriage's variables) builds it."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("LIVETRIAGE_") or key in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings()

@@ -19,7 +19,7 @@ import yaml
 
 from livetriage.cli import build_parser
 from livetriage.runtime import ROLES
-from shared.settings import Settings
+from tests.helpers import settings_from_env
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -95,17 +95,6 @@ def _dockerfile_instructions() -> list[tuple[str, str]]:
             word, _, rest = line.partition(" ")
             out.append((word.upper(), rest.strip()))
     return out
-
-
-def _settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("LIVETRIAGE_") or key in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"):
-            monkeypatch.delenv(key)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return Settings()
 
 
 # --- the services ---------------------------------------------------------------------
@@ -213,7 +202,7 @@ def test_service_env_is_valid_settings(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("migrate", *APP_SERVICES):
-        settings = _settings_from(_env(services[name]), monkeypatch)
+        settings = settings_from_env(_env(services[name]), monkeypatch)
         if name in NEEDS_DATABASE:
             settings.require_database()
         if name in APP_SERVICES:
@@ -226,7 +215,7 @@ def test_healthchecks_probe_what_the_service_serves(
     for name in APP_SERVICES:
         probe = _healthcheck_text(services[name])
         assert "curl" not in probe and "wget" not in probe, "python:3.11-slim has neither"
-        settings = _settings_from(_env(services[name]), monkeypatch)
+        settings = settings_from_env(_env(services[name]), monkeypatch)
         if name == "notifier":
             assert settings.api_host == "0.0.0.0", "the API must be reachable from outside"
             assert f"127.0.0.1:{settings.api_port}/readyz" in probe

@@ -26,6 +26,7 @@ from livetriage.runtime import ROLES
 from services.notifier.auth import prefix_of
 from services.notifier.routing import load_routing
 from shared.settings import Settings
+from tests.helpers import settings_from_env
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -85,17 +86,8 @@ def _config_env(docs: list[Doc]) -> dict[str, str]:
     return env
 
 
-def _settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for key in list(os.environ):
-        if key.startswith("LIVETRIAGE_") or key in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"):
-            monkeypatch.delenv(key)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return Settings()
-
-
 def _partitions(docs: list[Doc], monkeypatch: pytest.MonkeyPatch) -> int:
-    return _settings(_config_env(docs), monkeypatch).topic_partitions
+    return settings_from_env(_config_env(docs), monkeypatch).topic_partitions
 
 
 def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -244,7 +236,7 @@ def test_pods_are_locked_down(docs: list[Doc]) -> None:
 def test_services_stop_gracefully_and_are_scraped(
     docs: list[Doc], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = _settings(_config_env(docs), monkeypatch)
+    settings = settings_from_env(_config_env(docs), monkeypatch)
     for name, d in _of_kind(docs, "Deployment").items():
         pod = d["spec"]["template"]["spec"]
         assert pod["terminationGracePeriodSeconds"] == 30, name
@@ -261,7 +253,7 @@ def test_services_stop_gracefully_and_are_scraped(
 def test_probes_hit_declared_ports_and_served_paths(
     docs: list[Doc], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = _settings(_config_env(docs), monkeypatch)
+    settings = settings_from_env(_config_env(docs), monkeypatch)
     assert settings.metrics_port > 0, "ingest/triage probes need LIVETRIAGE_METRICS_PORT"
     for name, d in _of_kind(docs, "Deployment").items():
         container = d["spec"]["template"]["spec"]["containers"][0]
@@ -319,7 +311,7 @@ def test_config_is_valid_settings(docs: list[Doc], monkeypatch: pytest.MonkeyPat
     unknown = [k for k in env if k.startswith("LIVETRIAGE_")
                and k.removeprefix("LIVETRIAGE_").lower() not in Settings.model_fields]
     assert not unknown, f"not settings (typos are silently ignored): {unknown}"
-    settings = _settings(env, monkeypatch)
+    settings = settings_from_env(env, monkeypatch)
     settings.require_kafka()
     settings.require_database()
 
@@ -340,7 +332,7 @@ def test_secret_is_a_template_that_fails_closed(docs: list[Doc]) -> None:
 def test_routing_file_is_valid_and_mounted_where_settings_point(
     docs: list[Doc], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    settings = _settings(_config_env(docs), monkeypatch)
+    settings = settings_from_env(_config_env(docs), monkeypatch)
     assert settings.routing_file is not None
     notifier = _of_kind(docs, "Deployment")["livetriage-notifier"]["spec"]["template"]["spec"]
     mounts = {m["name"]: m["mountPath"] for m in notifier["containers"][0]["volumeMounts"]}
