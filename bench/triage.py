@@ -225,18 +225,19 @@ def clean_records(
 
 async def preload(settings: Settings, records: Iterator[CleanRecord], n: int, quiet: bool = False) -> int:
     sent = 0
-    async with open_producer(settings) as producer, Progress("preload", n, quiet=quiet) as bar:
-        pending = []
-        for key, value, ts, headers in records:
-            pending.append(await producer.send(
-                settings.clean_topic, value, key=key, timestamp_ms=ts, headers=headers
-            ))
-            sent += 1
-            if len(pending) >= SEND_CHUNK:
-                await asyncio.gather(*pending)
-                pending.clear()
-                bar.update(sent)
-        await asyncio.gather(*pending)
+    with Progress("preload", n, quiet=quiet) as bar:
+        async with open_producer(settings) as producer:
+            pending = []
+            for key, value, ts, headers in records:
+                pending.append(await producer.send(
+                    settings.clean_topic, value, key=key, timestamp_ms=ts, headers=headers
+                ))
+                sent += 1
+                if len(pending) >= SEND_CHUNK:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+                    bar.update(sent)
+            await asyncio.gather(*pending)
     return sent
 
 
