@@ -80,10 +80,10 @@ class Settings(BaseSettings):
     spike_z_close: float = Field(2.0, ge=0, description="Below baseline + z_close sd is quiet.")
     spike_close_after: int = Field(6, ge=1, description="Quiet windows in a row that end a spike.")
     spike_scan_windows_s: tuple[int, ...] = Field(
-        (20, 300), description="Window lengths besides window_size_s the per-stream test scans."
+        (20, 120, 300), description="Window lengths besides window_size_s the per-stream test scans."
     )
     spike_open_log10_p: float = Field(
-        6.5, gt=0, description="Opens when P(count >= observed) <= 10**-this (split over the windows)."
+        5.8, gt=0, description="Opens when P(count >= observed) <= 10**-this (split over the windows)."
     )
     spike_max_dispersion: float = Field(
         0.25, ge=0, description="Cap of the tail test's over-dispersion (var - mean) / mean**2."

@@ -7,7 +7,8 @@ of its panes. The detector is driven by event time only:
 - ``add`` puts reports in a pane and, with ``early=True`` (per-stream keys), tests the windows
   that pane ends at once, so a surge opens a spike while its window is still filling. Besides
   ``window_s`` it scans ``scan_windows_s`` (default 20 s, for busy keys to open within a hop
-  or two, and 300 s, for quiet keys whose minute holds too few reports to be significant);
+  or two, and 120 s and 300 s, for quiet keys whose minute holds too few reports to be
+  significant);
   a per-key gate, cached per pane, keeps this to one comparison for most reports;
 - ``close_through(b)`` closes every window ending at or before ``b`` (the watermark moved):
   each closed window teaches the baseline (unless the key is in a spike), feeds the
@@ -16,7 +17,7 @@ of its panes. The detector is driven by event time only:
 Opening needs all of: a minimum effective volume, a minimum number of distinct reporters,
 a ratio over the baseline (scaled to the window's length) and significance. Per-stream
 (early) keys use a count tail test: P(count >= observed) <= 10**-open_log10_p, split over the
-window lengths, under a negative binomial with the learned mean and over-dispersion (capped
+window lengths in proportion to their length (each spends about the same false-alarm rate), under a negative binomial with the learned mean and over-dispersion (capped
 at ``max_dispersion``; Poisson without), right for the handful of reports a quiet key sees,
 where a normal z-score is far too strict. Trends (large, smooth counts) keep the z-score
 (variance at least the mean, so Poisson-like). After a spike ends, windows reaching back into
@@ -70,11 +71,15 @@ class DetectorConfig:
     # per-stream (early) test: besides window_s, these window lengths are tested too, each
     # against the baseline mean scaled to its length (short: busy keys open within a hop or
     # two; long: quiet keys gather enough reports to be significant)
-    scan_windows_s: tuple[int, ...] = (20, 300)
+    scan_windows_s: tuple[int, ...] = (20, 120, 300)
     # ... each with a count tail test (negative binomial from the learned mean and variance,
     # Poisson when not over-dispersed): P(count >= observed) <= 10**-open_log10_p in total,
-    # split evenly over the window lengths (Bonferroni); z_open then applies to trends only
-    open_log10_p: float = 6.5
+    # split over the window lengths in proportion to their length (z_open then applies to
+    # trends only). A w-second window tested every hop makes about 1/w independent tests a
+    # second, so a long window may use a bigger p per test for the same false-alarm rate:
+    # quiet keys, which only a long window can catch, gain; busy keys lose little (their
+    # counts are far past the bar once a surge is real)
+    open_log10_p: float = 5.8
     # the tail test's over-dispersion (var - mean) / mean**2, from the learned variance, is at
     # most this: on a quiet key it is mostly estimation noise (and a heavy tail's bar is high)
     max_dispersion: float = 0.25
@@ -111,10 +116,10 @@ class DetectorConfig:
         """Window lengths the per-stream test scans, shortest first."""
         return tuple(sorted({self.window_s, *self.scan_windows_s}))
 
-    @property
-    def scale_log10_p(self) -> float:
-        """The tail bound each window length is tested at: the budget split over them."""
-        return self.open_log10_p + math.log10(len(self.early_windows_s))
+    def log10_p_for(self, window_s: int) -> float:
+        """The tail bound (-log10 p) a window length is tested at: its share of the budget,
+        p_w = p * w / (n * window_s), n the number of lengths (window_s gets p / n)."""
+        return self.open_log10_p + math.log10(len(self.early_windows_s) * self.window_s / window_s)
 
 
 class KeyState:
@@ -233,9 +238,8 @@ class KeyedDetector:
         self._hop = cfg.hop_ms  # plain attributes: this is read for every report
         self._window_ms = cfg.window_ms
         # early test: (window ms, its length in window_s units, tail bound) per window length
-        lp = cfg.scale_log10_p
         self._scales = tuple(
-            (w * 1000, w / cfg.window_s, lp) for w in cfg.early_windows_s
+            (w * 1000, w / cfg.window_s, cfg.log10_p_for(w)) for w in cfg.early_windows_s
         ) if early else ()
         self._keep_ms = max(cfg.window_ms, *(w for w, _, _ in self._scales)) if early else cfg.window_ms
 
@@ -519,7 +523,7 @@ class KeyedDetector:
         mean = base.mean
         level = max(float(self.min_volume), cfg.ratio_open * mean)
         if self.early and self._scales:
-            return max(level, float(tail_threshold(mean, self._dispersion(base), cfg.scale_log10_p)))
+            return max(level, float(tail_threshold(mean, self._dispersion(base), cfg.log10_p_for(cfg.window_s))))
         return max(level, mean + self.z_open * max(base.var, mean, cfg.var_floor) ** 0.5)
 
     def _rate(self, ks: KeyState, end: int, panes: int) -> tuple[tuple[int, int], ...]:

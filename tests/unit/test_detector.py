@@ -180,7 +180,8 @@ def test_tail_gate_on_a_silent_key() -> None:
     base = ks.base
     phi = min(CFG.max_dispersion, max(0.0, base.var - base.mean) / base.mean**2)
     need = min(
-        max(CFG.min_volume, tail_threshold(base.mean * w / CFG.window_s, phi, CFG.scale_log10_p))
+        max(CFG.min_volume, tail_threshold(base.mean * w / CFG.window_s, phi if w <= CFG.window_s else phi * CFG.window_s / w,
+                                             CFG.log10_p_for(w)))
         for w in CFG.early_windows_s
     )
     assert feed(det, [(p + i, 100 + i) for i in range(need - 1)]) == []
