@@ -114,6 +114,9 @@ class Label:
     shape: str = ""  # spikes: "step" | "ramp"
     reporters: int = 0  # brigades
     reports: int = 0  # reports injected (beyond the background)
+    # spikes: event times of the first injected reports (delivery order aside), for the
+    # arrival floor: no detector needing k distinct reporters can open before the k-th
+    first_ms: tuple[int, ...] = ()
     # filled in by scoring
     detected_ms: int | None = None
     signal_id: str | None = None
@@ -268,6 +271,8 @@ def generate(seed: int, streams: int, days: float, warmup_s: int, spikes_per_key
             rep = accounts[rng.integers(0, lab.reporters, n)]
             n_brig += n
         lab.reports = n
+        if lab.kind == "spike":
+            lab.first_ms = tuple(int(x) for x in np.sort(t)[:8])
         evs.append(t)
         kis.append(np.full(n, lab.key, dtype=np.int32))
         reps.append(rep)
@@ -462,6 +467,16 @@ class Results:
     oracle_delay_median_s: float | None = None
     oracle_any_recall: float | None = None  # best window length per spike, >= min_reporters
     oracle_any_delay_median_s: float | None = None
+    # median time from onset to the k-th injected report of the target spikes (k = 4: the
+    # fewest reporters a detector can need and still never page a brigade of 3; k =
+    # min_reporters), over all target spikes / over those detected
+    arrival_floor_s: dict[str, list[float | None]] = field(default_factory=dict)
+    delay_by_shape: dict[str, list[float | None]] = field(default_factory=dict)
+    target_spikes_short_of: dict[str, int] = field(default_factory=dict)  # k -> spikes with < k reports
+    # detection - arrival of the spike's min_reporters-th report, detected target spikes: the
+    # detector's own share of the delay once the surge has brought the reporters it needs
+    delay_after_floor_median_s: float | None = None
+    delay_after_floor_p95_s: float | None = None
     delay_by_rate: dict[str, list[float | None]] = field(default_factory=dict)
     delay_by_mult: dict[str, list[float | None]] = field(default_factory=dict)
     resolved: int = 0
@@ -589,6 +604,22 @@ def score(tr: Traffic, emitted: list[Emitted], warmup_ms: int, res: Results) -> 
             res.delay_by_rate = out
         else:
             res.delay_by_mult = out
+    for shape in ("step", "ramp"):
+        xs = [(lab.detected_ms - lab.start_ms) / 1000.0 for lab in hits  # type: ignore[operator]
+              if lab.shape == shape]
+        res.delay_by_shape[shape] = [pct(xs, 50), pct(xs, 95), len(xs)]
+    floors = sorted({4, int(res.config.get("min_reporters", 5))})
+
+    def kth(labs: list[Label], k: int) -> list[float]:
+        return [(lab.first_ms[k - 1] - lab.start_ms) / 1000.0 for lab in labs if len(lab.first_ms) >= k]
+
+    for k in floors:
+        res.arrival_floor_s[f"{k}th report"] = [pct(kth(target, k), 50), pct(kth(hits, k), 50)]
+        res.target_spikes_short_of[str(k)] = sum(1 for lab in target if lab.reports < k)
+    k = floors[-1]
+    beyond = [(lab.detected_ms - lab.first_ms[k - 1]) / 1000.0 for lab in hits  # type: ignore[operator]
+              if len(lab.first_ms) >= k]
+    res.delay_after_floor_median_s, res.delay_after_floor_p95_s = pct(beyond, 50), pct(beyond, 95)
 
     detected = [lab for lab in spikes if lab.detected_ms is not None]
     after = [(lab.resolved_ms - lab.end_ms) / 1000.0 for lab in detected if lab.resolved_ms is not None]
@@ -779,6 +810,16 @@ def print_report(r: Results) -> None:
         f"{b} {fmt(v[0])}/{fmt(v[1])}/{v[2]:.0f}" for b, v in r.delay_by_rate.items()))
     p("  by multiplier (median / p95 / n): " + ", ".join(
         f"{b} {fmt(v[0])}/{fmt(v[1])}/{v[2]:.0f}" for b, v in r.delay_by_mult.items()))
+    p("  by shape (median / p95 / n): " + ", ".join(
+        f"{b} {fmt(v[0])}/{fmt(v[1])}/{v[2]:.0f}" for b, v in r.delay_by_shape.items()))
+    p("  arrival floor: the spike's own k-th report arrives a median (all target spikes / the "
+      "detected ones) " + ", ".join(
+        f"{k} {fmt(v[0])} / {fmt(v[1])} s" for k, v in r.arrival_floor_s.items())
+      + " after onset; no detector needing k distinct reporters opens earlier on the surge alone")
+    p("  target spikes that bring fewer than k reports in all: " + ", ".join(
+        f"k={k}: {n}/{r.target_spikes}" for k, n in r.target_spikes_short_of.items()))
+    p(f"  delay after the spike's own {cfg.get('min_reporters')}th report (the detector's share): median "
+      f"{fmt(r.delay_after_floor_median_s)} s, p95 {fmt(r.delay_after_floor_p95_s)} s")
     p("")
     p(f"Pages (opening spike signals after warm-up): {r.openings_scored}; true {r.true_positive_openings} "
       f"(of which {r.repeat_openings} re-opened an already detected spike); precision "
