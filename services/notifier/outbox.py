@@ -178,15 +178,22 @@ async def cancel_if_never_paged(conn: AsyncConnection, *, incident_id: uuid.UUID
 
     A page with a failed attempt counts as sent: a timeout does not say the receiver did not
     get it (found by the fault suite: a slow webhook took the trigger, the cancel then kept
-    its resolve from ever going out)."""
-    maybe_sent = await conn.scalar(sa.select(sa.exists().where(
-        notifications.c.incident_id == incident_id,
-        sa.or_(notifications.c.status == "sent", notifications.c.attempts > 0))))
-    if maybe_sent:
+    its resolve from ever going out). So does a page being delivered right now: the deliverer
+    holds its row locked for the whole HTTP call, and a plain read would still see it unsent
+    (found by the fault suite too, under a slow receiver). Rows are locked here with SKIP
+    LOCKED, so this never waits on a slow receiver: a row it cannot lock is in flight."""
+    where = notifications.c.incident_id == incident_id
+    rows = (await conn.execute(
+        sa.select(notifications.c.id, notifications.c.status, notifications.c.attempts)
+        .where(where).with_for_update(skip_locked=True)
+    )).all()
+    total = await conn.scalar(sa.select(sa.func.count()).select_from(notifications).where(where))
+    if len(rows) < (total or 0) or any(r.status == "sent" or r.attempts > 0 for r in rows):
         return False
-    res = await conn.execute(
-        notifications.update()
-        .where(notifications.c.incident_id == incident_id, notifications.c.status == "pending")
-        .values(status="cancelled")
+    pending = [r.id for r in rows if r.status == "pending"]
+    if not pending:
+        return False
+    await conn.execute(
+        notifications.update().where(notifications.c.id.in_(pending)).values(status="cancelled")
     )
-    return bool(res.rowcount)
+    return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -270,6 +271,40 @@ async def test_a_flap_inside_the_group_wait_pages_nobody(settings: Settings, tmp
         await drain(deliverer(engine, routing, http, clock), clock)
     assert rec.requests == []
     assert "page_cancelled" in kinds and statuses == ["cancelled"]
+
+
+async def test_a_resolve_while_the_trigger_is_in_flight_is_paged(settings: Settings, tmp_path: Path) -> None:
+    """The deliverer holds a page's row locked during its HTTP call. A resolve arriving then
+    must not take the trigger for never sent (a slow receiver may have it already): the
+    resolve is paged after it, and deciding that does not wait for the slow call."""
+    from services.notifier.channels.base import Outcome
+    from services.notifier.outbox import claim, settle
+
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = grouped(rec, tmp_path)
+        async with engine.begin() as conn:
+            res = await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
+        clock.advance(timedelta(seconds=31))  # the group wait is over: the trigger is due
+        async with engine.connect() as sending:
+            async with sending.begin():
+                due = await claim(sending, now=clock.now(), limit=10)  # "in the HTTP call"
+                assert {n["kind"] for n in due} == {"trigger"} and len(due) == 3
+                async with engine.begin() as conn:
+                    await conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))  # never waits
+                    await apply_signal(conn, signal=signal(3, kind="resolve"), now=clock.now(), routing=routing)
+                for n in due:  # the slow receiver took it, but the client timed out
+                    await settle(sending, notification=n, outcome=Outcome(False, True, None, "ReadTimeout"),
+                                 now=clock.now(), duration_ms=5000.0, policy=RetryPolicy(), rng=random.Random(1))
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.text(
+                "SELECT kind, status FROM notifications WHERE incident_id = :i ORDER BY id"),
+                {"i": res.incident_id})).all()
+        assert sorted(rows) == [("resolve", "pending")] * 3 + [("trigger", "pending")] * 3
+        clock.advance(timedelta(minutes=10))
+        await drain(deliverer(engine, routing, http, clock), clock)
+    pd = [r.json()["event_action"] for r in rec.requests if r.path == "/pd"]
+    assert pd == ["trigger", "resolve"]
 
 
 async def test_a_quiet_incident_resolves_itself_with_a_resolve_page(settings: Settings, tmp_path: Path) -> None:
