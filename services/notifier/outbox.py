@@ -156,15 +156,26 @@ async def unsent_trigger_refreshed(
     conn: AsyncConnection, *, incident_id: uuid.UUID, payload: dict[str, Any]
 ) -> bool:
     """A trigger (group wait) or update (group interval) still waiting takes the incident's
-    latest state instead of another page; True if there was one."""
-    res = await conn.execute(
-        notifications.update()
-        .where(notifications.c.incident_id == incident_id,
-               notifications.c.kind.in_(("trigger", "update")),
-               notifications.c.status == "pending", notifications.c.attempts == 0)
-        .values(payload=payload)
+    latest state instead of another page; True if there was one.
+
+    Only when every such page of the incident is still untried and none is being delivered
+    right now (a row the deliverer holds cannot be locked here): a page that may already have
+    reached its receiver keeps what it said, and the change becomes a page of its own, for
+    every channel, so none misses the rise."""
+    where = sa.and_(notifications.c.incident_id == incident_id,
+                    notifications.c.kind.in_(("trigger", "update")),
+                    notifications.c.status == "pending")
+    rows = (await conn.execute(
+        sa.select(notifications.c.id, notifications.c.attempts).where(where)
+        .with_for_update(skip_locked=True)
+    )).all()
+    total = await conn.scalar(sa.select(sa.func.count()).select_from(notifications).where(where))
+    if not rows or len(rows) < (total or 0) or any(r.attempts > 0 for r in rows):
+        return False
+    await conn.execute(
+        notifications.update().where(notifications.c.id.in_([r.id for r in rows])).values(payload=payload)
     )
-    return bool(res.rowcount)
+    return True
 
 
 async def last_sent_at(conn: AsyncConnection, *, incident_id: uuid.UUID) -> datetime | None:

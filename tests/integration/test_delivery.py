@@ -307,6 +307,43 @@ async def test_a_resolve_while_the_trigger_is_in_flight_is_paged(settings: Setti
     assert pd == ["trigger", "resolve"]
 
 
+async def test_a_rise_while_the_trigger_is_in_flight_is_a_page_of_its_own(settings: Settings, tmp_path: Path) -> None:
+    """A rise folds into the first page only while no channel may have it yet: with one
+    channel's trigger in flight, every channel gets the rise as a page of its own."""
+    from services.notifier.channels.base import Outcome
+    from services.notifier.outbox import claim, settle
+
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = grouped(rec, tmp_path)
+        async with engine.begin() as conn:
+            res = await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
+        clock.advance(timedelta(seconds=31))
+        async with engine.connect() as sending:
+            async with sending.begin():
+                due = await claim(sending, now=clock.now(), limit=1)  # one channel's trigger in flight
+                assert len(due) == 1
+                async with engine.begin() as conn:
+                    await conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))  # never waits
+                    await apply_signal(conn, signal=signal(2, "SEV1"), now=clock.now(), routing=routing)
+                await settle(sending, notification=due[0], outcome=Outcome(True, False, 202),
+                             now=clock.now(), duration_ms=5.0, policy=RetryPolicy(), rng=random.Random(1))
+        async with engine.connect() as conn:
+            kinds = (await conn.execute(sa.text(
+                "SELECT kind FROM notifications WHERE incident_id = :i ORDER BY id"),
+                {"i": res.incident_id})).scalars().all()
+        assert sorted(kinds) == ["trigger"] * 3 + ["update"] * 3
+        clock.advance(timedelta(minutes=10))
+        await drain(deliverer(engine, routing, http, clock), clock)
+    # the in-flight trigger was pd's (settled above, not really sent): pd hears the rise, the
+    # other two channels their first page and then the rise
+    assert due[0]["channel"] == "pd"
+    pd = [r.json() for r in rec.requests if r.path == "/pd"]
+    assert [(p["event_action"], p["payload"]["severity"]) for p in pd] == [("trigger", "critical")]
+    assert len([r for r in rec.requests if r.path == "/slack"]) == 2
+    assert len([r for r in rec.requests if r.path == "/hook"]) == 2
+
+
 async def test_a_quiet_incident_resolves_itself_with_a_resolve_page(settings: Settings, tmp_path: Path) -> None:
     from services.notifier.escalator import Escalator
 
