@@ -83,7 +83,10 @@ class Settings(BaseSettings):
         (20, 120, 300), description="Window lengths besides window_size_s the per-stream test scans."
     )
     spike_open_log10_p: float = Field(
-        5.8, gt=0, description="Opens when P(count >= observed) <= 10**-this (split over the windows)."
+        5.4, gt=0, description="False-alarm rate 10**-this per window_size_s, split over the windows."
+    )
+    spike_budget_exponent: float = Field(
+        2.0, ge=0, description="Window w's share of that rate goes as w**(this - 1): above 1, long windows get more."
     )
     spike_max_dispersion: float = Field(
         0.25, ge=0, description="Cap of the tail test's over-dispersion (var - mean) / mean**2."

@@ -17,7 +17,8 @@ of its panes. The detector is driven by event time only:
 Opening needs all of: a minimum effective volume, a minimum number of distinct reporters,
 a ratio over the baseline (scaled to the window's length) and significance. Per-stream
 (early) keys use a count tail test: P(count >= observed) <= 10**-open_log10_p, split over the
-window lengths in proportion to their length (each spends about the same false-alarm rate), under a negative binomial with the learned mean and over-dispersion (capped
+window lengths (the long ones, for quiet keys, get most of the false-alarm budget), under a
+negative binomial with the learned mean and over-dispersion (capped
 at ``max_dispersion``; Poisson without), right for the handful of reports a quiet key sees,
 where a normal z-score is far too strict. Trends (large, smooth counts) keep the z-score
 (variance at least the mean, so Poisson-like). After a spike ends, windows reaching back into
@@ -73,13 +74,15 @@ class DetectorConfig:
     # two; long: quiet keys gather enough reports to be significant)
     scan_windows_s: tuple[int, ...] = (20, 120, 300)
     # ... each with a count tail test (negative binomial from the learned mean and variance,
-    # Poisson when not over-dispersed): P(count >= observed) <= 10**-open_log10_p in total,
-    # split over the window lengths in proportion to their length (z_open then applies to
-    # trends only). A w-second window tested every hop makes about 1/w independent tests a
-    # second, so a long window may use a bigger p per test for the same false-alarm rate:
-    # quiet keys, which only a long window can catch, gain; busy keys lose little (their
-    # counts are far past the bar once a surge is real)
-    open_log10_p: float = 5.8
+    # Poisson when not over-dispersed): P(count >= observed) <= p_w, the window's share of a
+    # false-alarm rate of 10**-open_log10_p per window_s (z_open then applies to trends
+    # only). A w-second window tested every hop makes about 1/w independent tests a second,
+    # so it spends p_w / w of that rate; the rate is shared in proportion to
+    # w**(budget_exponent - 1). At 2 the long windows get most of it: quiet keys, which only
+    # a long window can catch, gain; busy keys lose little (their counts are far past the
+    # bar once a surge is real) and open a few seconds later
+    open_log10_p: float = 5.4
+    budget_exponent: float = 2.0
     # the tail test's over-dispersion (var - mean) / mean**2, from the learned variance, is at
     # most this: on a quiet key it is mostly estimation noise (and a heavy tail's bar is high)
     max_dispersion: float = 0.25
@@ -117,9 +120,13 @@ class DetectorConfig:
         return tuple(sorted({self.window_s, *self.scan_windows_s}))
 
     def log10_p_for(self, window_s: int) -> float:
-        """The tail bound (-log10 p) a window length is tested at: its share of the budget,
-        p_w = p * w / (n * window_s), n the number of lengths (window_s gets p / n)."""
-        return self.open_log10_p + math.log10(len(self.early_windows_s) * self.window_s / window_s)
+        """The tail bound (-log10 p) a window length is tested at: its share of the budget.
+        A w-second window is tested about once per w seconds of independent data, so its
+        share of the false-alarm rate is p_w / w; that rate, p / window_s in all, is split
+        over the lengths in proportion to w**(budget_exponent - 1)."""
+        e = self.budget_exponent - 1.0
+        share = window_s**e / sum(w**e for w in self.early_windows_s)
+        return self.open_log10_p - math.log10(share * window_s / self.window_s)
 
 
 class KeyState:

@@ -65,6 +65,7 @@ def detector_config(s: Settings) -> DetectorConfig:
         trend_z_open=s.trend_z_open,
         scan_windows_s=s.spike_scan_windows_s,
         open_log10_p=s.spike_open_log10_p,
+        budget_exponent=s.spike_budget_exponent,
         max_dispersion=s.spike_max_dispersion,
         scoring=ScoringConfig(critical_score=s.critical_score, severity_thresholds=s.severity_thresholds),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable
 
@@ -395,3 +396,16 @@ def test_the_service_config_carries_every_detector_setting() -> None:
 
     cfg = detector_config(Settings(spike_scan_windows_s=(30,), spike_open_log10_p=7.0, spike_max_dispersion=0.5))
     assert (cfg.scan_windows_s, cfg.open_log10_p, cfg.max_dispersion) == ((30,), 7.0, 0.5)
+
+
+def test_budget_split_over_window_lengths() -> None:
+    """The false-alarm rate p / window_s is split over the scanned lengths in proportion to
+    w**(budget_exponent - 1); a w-second window spends p_w / w of it."""
+    for e in (1.0, 2.0, 3.0):
+        cfg = DetectorConfig(budget_exponent=e)
+        rate = sum(10 ** -cfg.log10_p_for(w) / w for w in cfg.early_windows_s)
+        assert rate == pytest.approx(10 ** -cfg.open_log10_p / cfg.window_s)
+    even, long_ = DetectorConfig(budget_exponent=1.0), DetectorConfig(budget_exponent=2.0)
+    assert even.log10_p_for(60) == pytest.approx(even.open_log10_p + math.log10(len(even.early_windows_s)))
+    assert long_.log10_p_for(300) < even.log10_p_for(300)  # quiet keys' window: a lower bar
+    assert long_.log10_p_for(20) > even.log10_p_for(20)  # busy keys' fast window: a higher one
