@@ -214,6 +214,10 @@ async def test_console_in_chromium(console: Console, tmp_path: Path) -> None:
                                          ".every(r => r.dataset.severity === 'SEV3')")
             assert await rows.count() == 2
             await page.click(".filters button[type=reset]")
+            # Clear re-renders the view: wait for it, or the sort below may land on the old
+            # form and the click on the new one (a flake seen in CI)
+            await page.wait_for_function("() => location.hash === '#/incidents' && "
+                                         "document.querySelectorAll('tr[data-id]').length === 5")
             await page.select_option("#f-sort", "severity")
             await page.click(".filters button[type=submit]")
             await page.wait_for_function("() => document.querySelector('tr[data-id]')?.dataset.severity === 'SEV1'")
