@@ -152,25 +152,31 @@ async def for_incident(conn: AsyncConnection, *, incident_id: uuid.UUID) -> list
     return [dict(r) for r in rows.mappings()]
 
 
+async def _lock_unless_in_flight(conn: AsyncConnection, where: Any) -> list[Any] | None:
+    """Lock the notification rows matching ``where`` (id, status, attempts), or None if one
+    of them is being delivered right now. The deliverer holds a row locked for its whole
+    HTTP call, and a plain read would still see it unsent; SKIP LOCKED never waits on a slow
+    receiver: a row it cannot lock is in flight (found by the fault suite)."""
+    cols = (notifications.c.id, notifications.c.status, notifications.c.attempts)
+    rows = (await conn.execute(sa.select(*cols).where(where).with_for_update(skip_locked=True))).all()
+    total = await conn.scalar(sa.select(sa.func.count()).select_from(notifications).where(where))
+    return None if len(rows) < (total or 0) else list(rows)
+
+
 async def unsent_trigger_refreshed(
     conn: AsyncConnection, *, incident_id: uuid.UUID, payload: dict[str, Any]
 ) -> bool:
     """A trigger (group wait) or update (group interval) still waiting takes the incident's
     latest state instead of another page; True if there was one.
 
-    Only when every such page of the incident is still untried and none is being delivered
-    right now (a row the deliverer holds cannot be locked here): a page that may already have
-    reached its receiver keeps what it said, and the change becomes a page of its own, for
-    every channel, so none misses the rise."""
-    where = sa.and_(notifications.c.incident_id == incident_id,
-                    notifications.c.kind.in_(("trigger", "update")),
-                    notifications.c.status == "pending")
-    rows = (await conn.execute(
-        sa.select(notifications.c.id, notifications.c.attempts).where(where)
-        .with_for_update(skip_locked=True)
-    )).all()
-    total = await conn.scalar(sa.select(sa.func.count()).select_from(notifications).where(where))
-    if not rows or len(rows) < (total or 0) or any(r.attempts > 0 for r in rows):
+    Only when every such page of the incident is still untried and none is in flight: a page
+    that may already have reached its receiver keeps what it said, and the change becomes a
+    page of its own, for every channel, so none misses the rise."""
+    rows = await _lock_unless_in_flight(conn, sa.and_(
+        notifications.c.incident_id == incident_id,
+        notifications.c.kind.in_(("trigger", "update")),
+        notifications.c.status == "pending"))
+    if not rows or any(r.attempts > 0 for r in rows):
         return False
     await conn.execute(
         notifications.update().where(notifications.c.id.in_([r.id for r in rows])).values(payload=payload)
@@ -189,17 +195,9 @@ async def cancel_if_never_paged(conn: AsyncConnection, *, incident_id: uuid.UUID
 
     A page with a failed attempt counts as sent: a timeout does not say the receiver did not
     get it (found by the fault suite: a slow webhook took the trigger, the cancel then kept
-    its resolve from ever going out). So does a page being delivered right now: the deliverer
-    holds its row locked for the whole HTTP call, and a plain read would still see it unsent
-    (found by the fault suite too, under a slow receiver). Rows are locked here with SKIP
-    LOCKED, so this never waits on a slow receiver: a row it cannot lock is in flight."""
-    where = notifications.c.incident_id == incident_id
-    rows = (await conn.execute(
-        sa.select(notifications.c.id, notifications.c.status, notifications.c.attempts)
-        .where(where).with_for_update(skip_locked=True)
-    )).all()
-    total = await conn.scalar(sa.select(sa.func.count()).select_from(notifications).where(where))
-    if len(rows) < (total or 0) or any(r.status == "sent" or r.attempts > 0 for r in rows):
+    its resolve from ever going out). So does a page in flight."""
+    rows = await _lock_unless_in_flight(conn, notifications.c.incident_id == incident_id)
+    if rows is None or any(r.status == "sent" or r.attempts > 0 for r in rows):
         return False
     pending = [r.id for r in rows if r.status == "pending"]
     if not pending:
