@@ -249,6 +249,7 @@ class KeyedDetector:
             (w * 1000, w / cfg.window_s, cfg.log10_p_for(w)) for w in cfg.early_windows_s
         ) if early else ()
         self._keep_ms = max(cfg.window_ms, *(w for w, _, _ in self._scales)) if early else cfg.window_ms
+        self._open_lp = cfg.log10_p_for(cfg.window_s)  # the window_s bound, for the chart's band
 
     # ---- keys ---------------------------------------------------------------------------
 
@@ -530,7 +531,7 @@ class KeyedDetector:
         mean = base.mean
         level = max(float(self.min_volume), cfg.ratio_open * mean)
         if self.early and self._scales:
-            return max(level, float(tail_threshold(mean, self._dispersion(base), cfg.log10_p_for(cfg.window_s))))
+            return max(level, float(tail_threshold(mean, self._dispersion(base), self._open_lp)))
         return max(level, mean + self.z_open * max(base.var, mean, cfg.var_floor) ** 0.5)
 
     def _rate(self, ks: KeyState, end: int, panes: int) -> tuple[tuple[int, int], ...]:

@@ -181,8 +181,9 @@ def test_tail_gate_on_a_silent_key() -> None:
     base = ks.base
     phi = min(CFG.max_dispersion, max(0.0, base.var - base.mean) / base.mean**2)
     need = min(
-        max(CFG.min_volume, tail_threshold(base.mean * w / CFG.window_s, phi if w <= CFG.window_s else phi * CFG.window_s / w,
-                                             CFG.log10_p_for(w)))
+        max(CFG.min_volume, tail_threshold(base.mean * w / CFG.window_s,
+                                           phi if w <= CFG.window_s else phi * CFG.window_s / w,
+                                           CFG.log10_p_for(w)))
         for w in CFG.early_windows_s
     )
     assert feed(det, [(p + i, 100 + i) for i in range(need - 1)]) == []
@@ -394,8 +395,9 @@ def test_the_service_config_carries_every_detector_setting() -> None:
     from services.triage.runner import detector_config
     from shared.settings import Settings
 
-    cfg = detector_config(Settings(spike_scan_windows_s=(30,), spike_open_log10_p=7.0, spike_max_dispersion=0.5))
-    assert (cfg.scan_windows_s, cfg.open_log10_p, cfg.max_dispersion) == ((30,), 7.0, 0.5)
+    cfg = detector_config(Settings(spike_scan_windows_s=(30,), spike_open_log10_p=7.0, spike_max_dispersion=0.5,
+                                   spike_budget_exponent=1.5))
+    assert (cfg.scan_windows_s, cfg.open_log10_p, cfg.max_dispersion, cfg.budget_exponent) == ((30,), 7.0, 0.5, 1.5)
 
 
 def test_budget_split_over_window_lengths() -> None:
