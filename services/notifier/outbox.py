@@ -37,6 +37,7 @@ def incident_payload(row: dict[str, Any], team: str | None) -> dict[str, Any]:
         "score": row["score"],
         "report_count": row["report_count"],
         "started_at": row["started_at"].isoformat(),
+        "resolved_at": row["resolved_at"].isoformat() if row.get("resolved_at") else None,
         "factors": row.get("factors", []),
         "team": team,
     }
@@ -164,17 +165,18 @@ async def _lock_unless_in_flight(conn: AsyncConnection, where: Any) -> list[Any]
 
 
 async def unsent_trigger_refreshed(
-    conn: AsyncConnection, *, incident_id: uuid.UUID, payload: dict[str, Any]
+    conn: AsyncConnection, *, incident_id: uuid.UUID, payload: dict[str, Any],
+    kinds: tuple[str, ...] = ("trigger", "update"),
 ) -> bool:
-    """A trigger (group wait) or update (group interval) still waiting takes the incident's
-    latest state instead of another page; True if there was one.
+    """A page of ``kinds`` still waiting (a trigger its group wait, an update its group
+    interval) takes the incident's latest state instead of another page; True if there was one.
 
     Only when every such page of the incident is still untried and none is in flight: a page
     that may already have reached its receiver keeps what it said, and the change becomes a
     page of its own, for every channel, so none misses the rise."""
     rows = await _lock_unless_in_flight(conn, sa.and_(
         notifications.c.incident_id == incident_id,
-        notifications.c.kind.in_(("trigger", "update")),
+        notifications.c.kind.in_(kinds),
         notifications.c.status == "pending"))
     if not rows or any(r.attempts > 0 for r in rows):
         return False

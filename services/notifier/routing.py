@@ -100,6 +100,10 @@ class Route(BaseModel):
     team: Annotated[str, Field(min_length=1)]
     channels: list[str] = Field(default_factory=list)
     escalation_policy: str | None = None  # a name under escalation_policies
+    # An incident that resolves (on its own event time) within the group wait, before its
+    # first page went out: "page" sends that page, saying it opened and resolved, and the
+    # resolve; "record" pages nobody and says so on the timeline (only with a group wait).
+    resolved_in_group_wait: Literal["page", "record"] = "page"
 
 
 class Routing(BaseModel):
@@ -129,6 +133,15 @@ class Routing(BaseModel):
                 if c not in self.channels:
                     where = f"routes[{i}]" if i < len(self.routes) else "default"
                     raise ValueError(f"{where} names unknown channel {c!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _record_only_needs_a_wait(self) -> Routing:
+        for i, r in enumerate([*self.routes, self.default]):
+            if r.resolved_in_group_wait == "record" and self.group_wait_s <= 0:
+                where = f"routes[{i}]" if i < len(self.routes) else "default"
+                raise ValueError(f"{where}: resolved_in_group_wait: record needs group_wait_s > 0 "
+                                 "(with no wait every incident is paged)")
         return self
 
     @model_validator(mode="after")

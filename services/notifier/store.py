@@ -92,6 +92,7 @@ async def apply_signal(
                 stream_id=signal.stream_id,
                 region=signal.region,
                 detected_at=now,
+                opened_at=signal.observed_at,
                 updated_at=now,
                 **_state_columns(change.state),
             )
@@ -143,7 +144,8 @@ async def apply_signal(
     notified = 0
     if page is not None and routing is not None:
         notified = await notify(conn, incident_id=incident_id, event=signal.signal_id, kind=page,
-                                routing=routing, now=now, set_team=created, metrics=metrics)
+                                routing=routing, now=now, at=signal.observed_at, set_team=created,
+                                metrics=metrics)
     return Applied(incident_id, created=created, duplicate=False, notified=notified)
 
 
@@ -192,10 +194,16 @@ async def notify(
     kind: str,
     routing: Routing,
     now: datetime,
+    at: datetime | None = None,
     set_team: bool = False,
     metrics: NotifierMetrics | None = None,
 ) -> int:
-    """Route the incident as it is now and enqueue ``kind`` for each of the route's channels."""
+    """Route the incident as it is now and enqueue ``kind`` for each of the route's channels.
+
+    ``at`` is the change's own event time (the signal's ``observed_at``; ``now`` for a
+    person's action). The group wait runs on event time, from the incident's ``opened_at``:
+    whether the notifier read the signals live or caught up on them after an outage in one
+    batch, the same changes fold into the first page and the same pages go out."""
     row = await get_incident(conn, incident_id=incident_id)
     assert row is not None
     route = routing.route(row)
@@ -213,25 +221,43 @@ async def notify(
         if metrics is not None:
             metrics.pages_held.labels(held.kind.removeprefix("page_")).inc()
         return 0
+    at = at or now
+    wait = timedelta(seconds=routing.group_wait_s)
+    wait_ends = (row.get("opened_at") or row["detected_at"]) + wait  # on event time
+    in_wait = at < wait_ends
     payload = incident_payload(row, route.team)
-    if kind == "update" and await unsent_trigger_refreshed(conn, incident_id=incident_id, payload=payload):
-        if metrics is not None:
-            metrics.pages_held.labels("grouped").inc()
-        return 0  # the first page has not gone out yet: it will carry this severity
-    if kind == "resolve" and await cancel_if_never_paged(conn, incident_id=incident_id):
-        await conn.execute(incident_timeline.insert().values(
-            incident_id=incident_id, at=now, kind="page_cancelled", actor=SYSTEM_ACTOR,
-            detail={"reason": "resolved within the group wait: nobody was paged", "event": event}))
-        if metrics is not None:
-            metrics.pages_held.labels("group_wait").inc()
-        return 0
+    if kind == "update":
+        # A rise within the group wait folds into the first page if it has not gone out; a
+        # later one folds into an update still waiting out its group interval.
+        kinds = (("trigger",) if in_wait else ()) + (("update",) if routing.group_interval_s else ())
+        if kinds and await unsent_trigger_refreshed(conn, incident_id=incident_id, payload=payload,
+                                                    kinds=kinds):
+            if metrics is not None:
+                metrics.pages_held.labels("grouped").inc()
+            return 0
+    if kind == "resolve":
+        if in_wait and route.resolved_in_group_wait == "record" and await cancel_if_never_paged(
+                conn, incident_id=incident_id):
+            await conn.execute(incident_timeline.insert().values(
+                incident_id=incident_id, at=now, kind="page_cancelled", actor=SYSTEM_ACTOR,
+                detail={"reason": "resolved within the group wait; the route records such "
+                                  "incidents without paging (resolved_in_group_wait: record)",
+                        "event": event}))
+            if metrics is not None:
+                metrics.pages_held.labels("group_wait").inc()
+            return 0
+        # A first page still waiting says the incident opened and resolved; the resolve
+        # follows it on every channel (a channel hears an incident's changes in order).
+        await unsent_trigger_refreshed(conn, incident_id=incident_id, payload=payload,
+                                       kinds=("trigger", "update"))
     if set_team and route.escalation_policy is not None:  # a new incident: page level 1, time level 2
         payload["targets"] = await start_escalation(conn, incident_id=incident_id, routing=routing,
                                                     policy_name=route.escalation_policy, now=now,
                                                     metrics=metrics)
     delay = timedelta(0)
     if kind == "trigger":
-        delay = timedelta(seconds=routing.group_wait_s)
+        # what is left of the wait: all of it live, none in a catch-up (event time long past)
+        delay = min(wait, max(timedelta(0), wait_ends - now))
     elif kind == "update" and routing.group_interval_s:
         # group interval: updates go out at most once per interval after the last page
         last = await last_sent_at(conn, incident_id=incident_id)

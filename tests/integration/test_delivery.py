@@ -49,10 +49,11 @@ default:
     return load_routing(f)
 
 
-def signal(i: int, severity: str = "SEV2", kind: str = "spike", category: str = "violence") -> Signal:
+def signal(i: int, severity: str = "SEV2", kind: str = "spike", category: str = "violence",
+           at: datetime = T0) -> Signal:
     return Signal(
         signal_id=f"sig-{i}", kind=kind, dedup_key=f"spike:s1:{category}", stream_id="s1",  # type: ignore[arg-type]
-        category=Category(category), severity=Severity(severity), score=0.6, observed_at=T0,
+        category=Category(category), severity=Severity(severity), score=0.6, observed_at=at,
         window_start=T0, report_count=40, reason="40 violence reports on s1", sample_report_ids=["r1"],
     )
 
@@ -254,23 +255,115 @@ async def test_group_wait_holds_the_first_page_and_folds_a_rise_into_it(settings
     assert pd[0]["payload"]["severity"] == "critical"
 
 
-async def test_a_flap_inside_the_group_wait_pages_nobody(settings: Settings, tmp_path: Path) -> None:
+async def test_a_flap_inside_the_group_wait_is_paged_as_opened_and_resolved(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Group wait folds early changes into the first page; it never decides that an incident
+    did not happen. An incident resolved before its first page went out still pages once,
+    saying it opened and resolved, and its resolve follows on every channel."""
     clock = ManualClock(T0)
     async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
         routing = grouped(rec, tmp_path)
         async with engine.begin() as conn:
             res = await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
-            await apply_signal(conn, signal=signal(3, kind="resolve"), now=clock.now(), routing=routing)
+            await apply_signal(conn, signal=signal(3, kind="resolve", at=T0 + timedelta(seconds=10)),
+                               now=clock.now(), routing=routing)
+        clock.advance(timedelta(minutes=5))
+        await drain(deliverer(engine, routing, http, clock), clock)
+        async with engine.connect() as conn:
             kinds = (await conn.execute(sa.text(
                 "SELECT kind FROM incident_timeline WHERE incident_id = :i ORDER BY id"),
                 {"i": res.incident_id})).scalars().all()
+    assert "page_cancelled" not in kinds
+    pd = [r.json() for r in rec.requests if r.path == "/pd"]
+    assert [p["event_action"] for p in pd] == ["trigger", "resolve"]
+    assert pd[0]["payload"]["custom_details"]["status"] == "resolved"
+    slack = [r.json()["text"] for r in rec.requests if r.path == "/slack"]
+    assert len(slack) == 2 and "already resolved" in slack[0] and "RESOLVE" in slack[1]
+    hooks = [r.json() for r in rec.requests if r.path == "/hook"]
+    assert [h["kind"] for h in hooks] == ["trigger", "resolve"]
+
+
+async def test_a_route_may_record_a_flap_without_paging_and_says_so(settings: Settings, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        base = grouped(rec, tmp_path).model_dump(mode="json")
+        base["default"]["resolved_in_group_wait"] = "record"
+        routing = Routing.model_validate(base)
+        async with engine.begin() as conn:
+            res = await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
+            await apply_signal(conn, signal=signal(3, kind="resolve", at=T0 + timedelta(seconds=10)),
+                               now=clock.now(), routing=routing)
+            timeline = (await conn.execute(sa.text(
+                "SELECT kind, detail FROM incident_timeline WHERE incident_id = :i ORDER BY id"),
+                {"i": res.incident_id})).all()
             statuses = (await conn.execute(sa.text(
                 "SELECT DISTINCT status FROM notifications WHERE incident_id = :i"),
                 {"i": res.incident_id})).scalars().all()
         clock.advance(timedelta(minutes=5))
         await drain(deliverer(engine, routing, http, clock), clock)
     assert rec.requests == []
-    assert "page_cancelled" in kinds and statuses == ["cancelled"]
+    cancelled = [d for k, d in timeline if k == "page_cancelled"]
+    assert len(cancelled) == 1 and "resolved_in_group_wait: record" in cancelled[0]["reason"]
+    assert statuses == ["cancelled"]
+    # record-only with no group wait would drop every short incident: refused at load
+    no_wait = {**base, "group_wait_s": 0}
+    with pytest.raises(ValueError, match="needs group_wait_s > 0"):
+        Routing.model_validate(no_wait)
+
+
+async def test_a_resolve_after_the_wait_on_event_time_is_paged_even_under_a_record_route(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A catch-up: the notifier reads an incident's open and its resolve (an hour later on
+    event time) in one batch. It pages what a live feed paged: the trigger and the resolve."""
+    clock = ManualClock(T0 + timedelta(hours=3))
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        base = grouped(rec, tmp_path).model_dump(mode="json")
+        base["default"]["resolved_in_group_wait"] = "record"
+        routing = Routing.model_validate(base)
+        async with engine.begin() as conn:
+            await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
+            await apply_signal(conn, signal=signal(3, kind="resolve", at=T0 + timedelta(hours=1)),
+                               now=clock.now(), routing=routing)
+        await drain(deliverer(engine, routing, http, clock), clock, rounds=1)  # no wait left
+    pd = [r.json()["event_action"] for r in rec.requests if r.path == "/pd"]
+    assert pd == ["trigger", "resolve"]
+
+
+async def test_open_and_resolve_in_one_batch_with_no_group_wait_page_both(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Found by an outside test: after a notifier restart both signals arrived in one batch
+    and nobody was paged, even with group_wait_s 0."""
+    clock = ManualClock(T0 + timedelta(minutes=20))
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = routing_for(rec, tmp_path)
+        async with engine.begin() as conn:
+            await apply_signal(conn, signal=signal(1), now=clock.now(), routing=routing)
+            await apply_signal(conn, signal=signal(3, kind="resolve", at=T0 + timedelta(seconds=5)),
+                               now=clock.now(), routing=routing)
+        await drain(deliverer(engine, routing, http, clock), clock, rounds=1)
+    for path in ("/pd", "/slack", "/hook"):
+        assert len([r for r in rec.requests if r.path == path]) == 2, path
+
+
+async def test_catch_up_folds_by_event_time_as_a_live_feed_does(settings: Settings, tmp_path: Path) -> None:
+    """Read long after the fact: a rise inside the group wait (on event time) folds into the
+    first page, a rise after it is a page of its own, and nothing waits on the wall clock."""
+    clock = ManualClock(T0 + timedelta(hours=2))
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = grouped(rec, tmp_path)
+        async with engine.begin() as conn:
+            await apply_signal(conn, signal=signal(1, "SEV3"), now=clock.now(), routing=routing)
+            await apply_signal(conn, signal=signal(2, "SEV2", at=T0 + timedelta(seconds=20)),
+                               now=clock.now(), routing=routing)
+            await apply_signal(conn, signal=signal(4, "SEV1", at=T0 + timedelta(seconds=45)),
+                               now=clock.now(), routing=routing)
+        await drain(deliverer(engine, routing, http, clock), clock, rounds=1)
+    pd = [r.json() for r in rec.requests if r.path == "/pd"]
+    assert [(p["event_action"], p["payload"]["severity"]) for p in pd] == [
+        ("trigger", "error"), ("trigger", "critical")]
 
 
 async def test_a_resolve_while_the_trigger_is_in_flight_is_paged(settings: Settings, tmp_path: Path) -> None:

@@ -77,6 +77,7 @@ group_wait_s: 30
 default:
   team: live-ops
   channels: [pd, hook]
+  resolved_in_group_wait: record
 """)
         s = make_settings(broker, database_url, routing_file=tmp_path / "routing.yaml")
         await ensure_topics(s)

@@ -43,6 +43,9 @@ class PagerDuty:
                     "report_count": inc["report_count"], "region": inc.get("region"),
                     "factors": inc.get("factors", []),
                     **({"targets": inc["targets"]} if inc.get("targets") else {}),
+                    # a first page that went out after the incident resolved says so
+                    **({"status": "resolved", "resolved_at": inc.get("resolved_at")}
+                       if inc.get("status") == "resolved" else {}),
                 },
             }
         return httpx.Request(

@@ -27,6 +27,8 @@ class Slack:
             f"{EMOJI.get(n['kind'], '')} *{n['kind'].upper()}* {inc['severity']} {inc['category']} "
             f"on {where}: {inc['reason']} (incident {inc['id']})"
         )
+        if n["kind"] != "resolve" and inc.get("status") == "resolved":
+            text += " (already resolved)"
         if inc.get("targets"):
             text += " paging " + ", ".join(inc["targets"])
         return httpx.Request(
