@@ -7,16 +7,42 @@ publish to ``live.reports``; ``shared/report.schema.json`` is generated from it
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints
 
 SCHEMA_VERSION = 1
 MAX_TEXT_CHARS = 2_000
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+
+_RFC3339_START = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
+
+def _rfc3339_text(value: object) -> object:
+    """The contract says an RFC 3339 string: not an epoch number (``0``, ``"1700000000"``),
+    which pydantic's datetime parsing would otherwise read as seconds since 1970."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339_START.match(value):
+        raise ValueError("must be an RFC 3339 timestamp string, e.g. 2026-11-23T10:00:00Z")
+    return value
+
+
+def _exactly_one(value: object) -> object:
+    """``schema_version`` is the integer 1: not ``true`` or ``1.0``, which equal it in Python."""
+    if type(value) is not int:
+        raise ValueError("schema_version must be the integer 1")
+    return value
+
+
+EventTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+# Strict: no bool -> int (true is not 1 viewer), no "500" -> 500, no 5.0 -> 5
+Count = Annotated[int, Strict(), Field(ge=0, le=10_000_000_000)]
+Score = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
 
 
 class Category(StrEnum):
@@ -64,20 +90,20 @@ class Report(BaseModel):
 
     report_id: Identifier = Field(description="Idempotency key: the same id is one report.")
     stream_id: Identifier
-    reported_at: AwareDatetime = Field(description="Event time, RFC 3339 with an offset.")
+    reported_at: EventTime = Field(description="Event time, RFC 3339 with an offset.")
     category: Category
     source: Source
     reporter_id: Identifier | None = None
     region: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = Field(
         default=None, description="ISO 3166-1 alpha-2 code of the reporter's region."
     )
-    viewer_count: Annotated[int, Field(ge=0, le=10_000_000_000)] | None = None
-    classifier_score: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    viewer_count: Count | None = None
+    classifier_score: Score | None = None
     language: Annotated[str, StringConstraints(min_length=2, max_length=35)] | None = Field(
         default=None, description="BCP 47 language tag."
     )
     text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)] | None = None
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Annotated[Literal[1], BeforeValidator(_exactly_one)] = SCHEMA_VERSION
 
 
 class Factor(BaseModel):

@@ -2,7 +2,9 @@
 
 Every consumer runs ``consume_batches``: poll a batch, hand it to the service's handler,
 and commit the batch's offsets only after the handler returned, i.e. after its effect is
-durable. Retryable failures are retried with backoff and the offsets stay uncommitted.
+durable. Transient failures are retried with backoff and the offsets stay uncommitted; a
+permanent one (the database or broker rejected a record's values) is narrowed down to its
+record by bisecting the batch, and that record goes to the DLQ (``dlq_topic``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -21,15 +24,17 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, KafkaConnectionError
 from aiokafka.structs import OffsetAndMetadata
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from shared.errors import RetryableError, retryable_types
+from shared.errors import Kind, RetryableError, classify, failure_detail, failure_reason, failure_types
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Record = ConsumerRecord[bytes, bytes]
 BatchHandler = Callable[[list[Record]], Awaitable[None]]
+# (record, bounded reason, detail): must make the DLQ copy durable before returning
+DeadLetter = Callable[[Record, str, str], Awaitable[None]]
 
 TOPIC_EXISTS = 36
 
@@ -92,6 +97,12 @@ async def open_admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
         await admin.close()
 
 
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic of ``topic``. (The reports' DLQ is configurable on its own,
+    ``settings.dlq_topic``, and defaults to this name too.)"""
+    return f"{topic}.dlq"
+
+
 def topics_of(settings: Settings) -> list[str]:
     """Every topic livetriage reads or writes."""
     return [
@@ -100,10 +111,10 @@ def topics_of(settings: Settings) -> list[str]:
         settings.signals_topic,
         settings.trends_topic,
         settings.dlq_topic,
-        settings.clean_topic + ".dlq",
-        settings.signals_topic + ".dlq",
+        dlq_topic(settings.clean_topic),
+        dlq_topic(settings.signals_topic),
         settings.actions_topic,
-        settings.actions_topic + ".dlq",
+        dlq_topic(settings.actions_topic),
     ]
 
 
@@ -154,6 +165,29 @@ def backoff_s(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:
 
 
 _LAG: weakref.WeakKeyDictionary[CollectorRegistry, ConsumerLag] = weakref.WeakKeyDictionary()
+_ERRORS: weakref.WeakKeyDictionary[CollectorRegistry, ConsumerErrors] = weakref.WeakKeyDictionary()
+
+
+class ConsumerErrors:
+    """``livetriage_consumer_errors{group,kind,reason}``: handler failures of a consume loop,
+    one per failed attempt (a bisected batch counts each failing part);
+    ``livetriage_consumer_dead_lettered{group,reason}``: records it sent to a DLQ.
+    Labels are bounded: ``reason`` is a ``shared.errors.failure_reason`` code."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.errors = Counter("livetriage_consumer_errors", "Batch handler failures, by kind and reason.",
+                              ["group", "kind", "reason"], registry=registry)
+        self.dead_lettered = Counter("livetriage_consumer_dead_lettered",
+                                     "Records a consumer dead-lettered after the handler rejected them.",
+                                     ["group", "reason"], registry=registry)
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> ConsumerErrors:
+        """One per registry, like ``ConsumerLag.of``."""
+        errors = _ERRORS.get(registry)
+        if errors is None:
+            errors = _ERRORS[registry] = cls(registry)
+        return errors
 
 
 class ConsumerLag:
@@ -166,6 +200,8 @@ class ConsumerLag:
                            ["group", "topic", "partition"], registry=registry)
         self._next: dict[str, float] = {}
         self._shown: dict[str, set[tuple[str, str, str]]] = {}
+        # a consumer that reports its lag reports its failures beside it
+        self.errors = ConsumerErrors.of(registry)
 
     @classmethod
     def of(cls, registry: CollectorRegistry) -> ConsumerLag:
@@ -205,14 +241,28 @@ async def consume_batches(
     tick: Callable[[], Awaitable[None]] | None = None,
     lag: ConsumerLag | None = None,
     group: str = "",
+    dead_letter: DeadLetter | None = None,
+    errors: ConsumerErrors | None = None,
 ) -> None:
     """Poll, handle, commit — until ``stop`` is set; then finish the batch in hand and commit.
 
-    The handler must make its effect durable before returning. If it raises a retryable
-    error the same batch is retried (backoff with jitter) and nothing is committed.
+    The handler must make its effect durable before returning, and be idempotent. A failure
+    is judged by ``shared.errors.classify``:
+
+    - transient: the same part of the batch is retried (backoff with jitter), nothing is
+      committed past it;
+    - permanent (the database or broker rejected a record's values): the failing part is
+      split in halves, each handled again, until the single record at fault is found; it is
+      given to ``dead_letter`` with a bounded reason, and the rest of the batch goes on. Redoing
+      the halves that did succeed is safe because handlers are idempotent.
+
+    Without ``dead_letter`` a permanent failure is logged and raised: the service stops with
+    the batch uncommitted, rather than retry it forever or drop it. Every runner passes one.
+    Failures are counted in ``errors`` (by default beside the ``lag`` gauge, same registry).
     ``tick`` runs once per poll, busy or idle, for housekeeping.
     """
-    retryable = retryable_types()
+    if errors is None and lag is not None:
+        errors = lag.errors
     while not stop.is_set():
         batches = await consumer.getmany(timeout_ms=poll_timeout_ms, max_records=max_records)
         if tick is not None:
@@ -222,20 +272,77 @@ async def consume_batches(
         records = [r for part in batches.values() for r in part]
         if not records:
             continue
-        attempt = 0
-        while True:
-            try:
-                await handle(records)
-                break
-            except retryable as exc:
+        if not await _settle(records, handle, stop, dead_letter, errors, group):
+            # Shutting down with a dependency gone: leave offsets uncommitted,
+            # the next owner of the partitions redoes the batch.
+            return
+        await commit(consumer, next_offsets(records))
+
+
+@dataclass(frozen=True, slots=True)
+class _Rejected:
+    """A record found at fault, still to be dead-lettered."""
+
+    record: Record
+    reason: str
+    detail: str
+
+
+async def _settle(
+    records: list[Record],
+    handle: BatchHandler,
+    stop: asyncio.Event,
+    dead_letter: DeadLetter | None,
+    errors: ConsumerErrors | None,
+    group: str,
+) -> bool:
+    """Handle or dead-letter every record of ``records``, in order; False if ``stop`` was set
+    while waiting to retry a transient failure."""
+    failures = failure_types()
+    todo: list[list[Record] | _Rejected] = [records]  # a stack: the next piece of work is last
+    attempt = 0
+    while todo:
+        work = todo[-1]
+        try:
+            if isinstance(work, _Rejected):
+                assert dead_letter is not None  # only queued when there is one
+                await dead_letter(work.record, work.reason, work.detail)
+                if errors is not None:
+                    errors.dead_lettered.labels(group, work.reason).inc()
+                log.error("record dead-lettered (%s): %s", work.reason, work.detail, extra={
+                    "reason": work.reason, "group": group,
+                    "source": f"{work.record.topic}:{work.record.partition}:{work.record.offset}"})
+            else:
+                await handle(work)
+        except failures as exc:
+            kind, reason = classify(exc), failure_reason(exc)
+            if errors is not None:
+                errors.errors.labels(group, kind.value, reason).inc()
+            if kind is Kind.TRANSIENT:
                 delay = backoff_s(attempt)
                 attempt += 1
-                log.warning("batch failed (%s), retry %d in %.2fs", exc, attempt, delay)
+                log.warning("batch failed (%s: %s), retry %d in %.2fs", reason, failure_detail(exc, 200),
+                            attempt, delay, extra={"reason": reason, "group": group})
                 if await _wait_or_stop(stop, delay):
-                    # Shutting down with a dependency gone: leave offsets uncommitted,
-                    # the next owner of the partitions redoes the batch.
-                    return
-        await commit(consumer, next_offsets(records))
+                    return False
+                continue
+            if dead_letter is None or isinstance(work, _Rejected):
+                # nowhere to put the record: stop rather than loop on it or skip it
+                log.error("%s (%s): %s", "dead-lettering failed" if dead_letter else
+                          "batch rejected and no dead-letter topic to send it to", reason,
+                          failure_detail(exc), extra={"reason": reason, "group": group})
+                raise
+            if len(work) == 1:
+                todo[-1] = _Rejected(work[0], reason, failure_detail(exc))
+            else:
+                mid = len(work) // 2
+                todo[-1:] = [work[mid:], work[:mid]]  # the first half is handled first
+                log.info("batch of %d rejected (%s), bisecting", len(work), reason,
+                         extra={"reason": reason, "group": group})
+        else:
+            todo.pop()
+            attempt = 0
+    return True
 
 
 async def commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
@@ -260,6 +367,18 @@ async def _wait_or_stop(stop: asyncio.Event, delay: float) -> bool:
         return False
 
 
+def dead_letter_to(producer: AIOKafkaProducer, topic: str) -> DeadLetter:
+    """A ``DeadLetter`` for ``consume_batches``: copies the record to ``topic`` (``dlq_value``,
+    ``dlq_headers``) and waits for the broker's ack, so the offset may move past it."""
+
+    async def dead_letter(record: Record, reason: str, detail: str) -> None:
+        value, cut = dlq_value(record)
+        headers = dlq_headers(record, reason, detail) + cut
+        await (await producer.send(topic, value, key=record.key, headers=headers))
+
+    return dead_letter
+
+
 def header(record: Record, name: str) -> bytes | None:
     for k, v in record.headers or ():
         if k == name:
@@ -282,9 +401,13 @@ def dlq_value(record: Record) -> tuple[bytes | None, list[tuple[str, bytes]]]:
 
 
 def dlq_headers(record: Record, reason: str, detail: str) -> list[tuple[str, bytes]]:
-    """The original headers plus why and where from, so a DLQ record can be replayed."""
+    """The original headers plus why and where from, so a DLQ record can be replayed.
+
+    Only we write ``dlq.*``: a producer's own header of that name (a spoofed reason or
+    offset, which readers taking the first match would believe) is kept as ``orig.dlq.*``.
+    """
     return [
-        *(record.headers or ()),
+        *((f"orig.{k}" if k.startswith("dlq.") else k, v) for k, v in record.headers or ()),
         ("dlq.reason", reason.encode()),
         ("dlq.detail", detail.encode("utf-8", "replace")[:1000]),
         ("dlq.source.topic", record.topic.encode()),

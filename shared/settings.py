@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     spike_max_dispersion: float = Field(
         0.25, ge=0, description="Cap of the tail test's over-dispersion (var - mean) / mean**2."
     )
+    progress_every_s: int = Field(
+        60, ge=0, description="An open spike's chart and last-seen go to the notifier at most this often "
+        "(sooner when its window count crosses a power of two); each update carries every pane since the last."
+    )
     trend_min_volume: int = Field(40, ge=1, description="Minimum reports per window for a trend.")
     trend_z_open: float = Field(5.0, gt=0, description="z-score that opens a platform trend.")
     key_idle_evict_s: int = Field(600, ge=60, description="Evict keys idle this long (event time).")
@@ -103,6 +107,14 @@ class Settings(BaseSettings):
     )
     idle_flush_s: float = Field(
         30.0, ge=0, description="Advance a silent partition's clock after this long (0 = never)."
+    )
+    state_record_max_bytes: int = Field(
+        512 * 1024, ge=4096,
+        description="Largest trend outbox record triage produces (bigger ones are cut in parts); "
+                    "keep well below the broker's message limit and the producer's max_request_size.",
+    )
+    trend_outbox_max_items: int = Field(
+        20_000, ge=1, description="Checkpoint early once a partition's trend outbox holds this many tallies.",
     )
 
     # --- notifier: routing and delivery
@@ -130,6 +142,9 @@ class Settings(BaseSettings):
     api_port: int = Field(8080, ge=0, le=65535)
     metrics_port: int = Field(0, ge=0, le=65535, description="Standalone services: 0 = off.")
     page_size_max: int = Field(200, ge=1)
+    api_max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Larger API request bodies get 413, refused while they arrive."
+    )
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
         "text", description="json: one object per line with report/incident ids (for log shipping)."

@@ -21,7 +21,7 @@ from services.ingest.metrics import IngestMetrics
 from services.ingest.validate import Rejected, canonical_json, parse_report
 from shared.clock import Clock, SystemClock
 from shared.events import Report
-from shared.kafka import Record, consume_batches, dlq_headers, dlq_value, open_consumer
+from shared.kafka import Record, consume_batches, dead_letter_to, dlq_headers, dlq_value, open_consumer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,12 @@ class Ingester:
         self._clock = clock or SystemClock()
         self._max_future = timedelta(seconds=settings.max_future_skew_s)
         self._max_age = timedelta(hours=settings.dedup_ttl_hours)
+        self._dead_letter = dead_letter_to(producer, settings.dlq_topic)
+
+    async def dead_letter(self, rec: Record, reason: str, detail: str) -> None:
+        """A report the database or broker rejected (found by ``consume_batches``): to the DLQ."""
+        await self._dead_letter(rec, reason, detail)
+        self._m.dlq.labels(reason).inc()
 
     async def handle(self, records: list[Record]) -> None:
         started = time.perf_counter()
@@ -171,5 +177,6 @@ async def run_ingest(
             tick=tick,
             lag=metrics.lag,
             group=settings.ingest_group,
+            dead_letter=ingester.dead_letter,
         )
     log.info("ingest stopped")

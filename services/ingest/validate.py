@@ -6,13 +6,20 @@ Pure: no I/O. The reason codes are a closed set so they can label metrics.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
-from shared.events import Report
+from shared.events import MAX_TEXT_CHARS, Report
+
+# Spellings the parser reads as a float that may not be finite: NaN, Infinity (not JSON at
+# all) and numbers beyond a double's range: with an exponent (1e400) or 309 and more digits
+# (a bare integer stays an exact int; with a fraction it is a float). A number follows a
+# colon, comma or bracket, so hex ids such as "5e2a" do not cost a walk.
+_MAYBE_NOT_FINITE = re.compile(rb"NaN|Infinity|[:,\[]\s*-?[0-9]+(?:\.[0-9]*)?[eE]|[:,\[]\s*-?[0-9]{309}")
 
 REASONS = (
     "empty",
@@ -58,18 +65,20 @@ def parse_report(
     try:
         report = Report.model_validate_json(raw)
     except ValidationError as exc:
-        return _classify(exc)
+        return _classify(exc, max_text_chars)
     if b"\\u0000" in raw:  # cheap pre-filter: the escape is the only way JSON can carry NUL
         where = _first_path(report.model_dump(mode="python"), _has_nul)
         if where is not None:
             # PostgreSQL text and jsonb cannot store U+0000: such a report_id made the dedup
             # claim fail, which the batch loop retries as if the database were down, forever.
             return Rejected("schema_violation", f"{where}: contains a NUL character (U+0000)")
-    if b"Infinity" in raw or b"NaN" in raw:  # pre-filter: the only spellings the parser accepts
+    if _MAYBE_NOT_FINITE.search(raw):  # pre-filter: a walk only when one could be there
         where = _first_path(report.model_dump(mode="python"), _not_finite)
         if where is not None:
-            # not JSON: downstream parsers reject it, and the clean copy would turn it into null
-            return Rejected("schema_violation", f"{where}: NaN and Infinity are not JSON numbers")
+            # downstream parsers reject NaN/Infinity, and the clean copy would turn them (and
+            # 1e400, which parses as Infinity) into null
+            return Rejected("schema_violation",
+                            f"{where}: NaN, Infinity and numbers out of a double's range are not allowed")
     if report.text is not None and len(report.text) > max_text_chars:
         return Rejected("text_too_long", f"text has {len(report.text)} chars, limit {max_text_chars}")
     if now is not None:
@@ -86,7 +95,7 @@ def parse_report(
     return report
 
 
-def _classify(exc: ValidationError) -> Rejected:
+def _classify(exc: ValidationError, max_text_chars: int) -> Rejected:
     errors = exc.errors(include_url=False)
     detail = "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors[:5]
@@ -104,6 +113,11 @@ def _classify(exc: ValidationError) -> Rejected:
     if any(e["type"] == "enum" and e["loc"] == ("category",) and isinstance(e.get("input"), str)
            for e in errors):
         return Rejected("unknown_category", detail)
+    # text over the contract's own limit: the documented reason, as for the configured one
+    # (a report that is wrong in other ways too stays a schema violation, as it would be there)
+    if errors and all(e["type"] == "string_too_long" and e["loc"] == ("text",) for e in errors):
+        n = len(errors[0]["input"])
+        return Rejected("text_too_long", f"text has {n} chars, limit {min(max_text_chars, MAX_TEXT_CHARS)}")
     return Rejected("schema_violation", detail)
 
 

@@ -29,7 +29,7 @@ from services.notifier.store import notify
 from services.notifier.tables import incident_timeline, incidents, moderation_actions
 from shared.clock import Clock
 from shared.events import TERMINAL_ACTIONS, ModerationAction
-from shared.kafka import Record, consume_batches, dlq_headers, open_consumer
+from shared.kafka import Record, consume_batches, dead_letter_to, dlq_headers, dlq_topic, open_consumer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class ActionApplier:
             except ValidationError as exc:
                 self._m.actions_invalid.inc()
                 dead.append(await self._producer.send(
-                    self._s.actions_topic + ".dlq", rec.value, key=rec.key,
+                    dlq_topic(self._s.actions_topic), rec.value, key=rec.key,
                     headers=dlq_headers(rec, "invalid_action", str(exc)[:500]),
                 ))
         if dead:
@@ -161,5 +161,6 @@ async def run_actions(
         log.info("notifier consuming %s", settings.actions_topic)
         await consume_batches(consumer, applier.handle, stop, max_records=settings.batch_max_records,
                               poll_timeout_ms=settings.poll_timeout_ms,
-                              lag=metrics.lag if metrics is not None else None, group=settings.actions_group)
+                              lag=metrics.lag if metrics is not None else None, group=settings.actions_group,
+                              dead_letter=dead_letter_to(producer, dlq_topic(settings.actions_topic)))
     log.info("actions consumer stopped")

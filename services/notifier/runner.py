@@ -18,10 +18,10 @@ from collections.abc import Callable
 
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.routing import Routing
-from services.notifier.store import apply_signal
+from services.notifier.store import apply_signals
 from shared.clock import Clock
 from shared.events import Signal
-from shared.kafka import Record, consume_batches, dlq_headers, open_consumer
+from shared.kafka import Record, consume_batches, dead_letter_to, dlq_headers, dlq_topic, open_consumer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class SignalApplier:
                 self._m.invalid.inc()
                 dead.append(
                     await self._producer.send(
-                        self._s.signals_topic + ".dlq",
+                        dlq_topic(self._s.signals_topic),
                         rec.value,
                         key=rec.key,
                         headers=dlq_headers(rec, "invalid_signal", str(exc)[:500]),
@@ -70,11 +70,10 @@ class SignalApplier:
         if not signals:
             return
         now = self._clock.now()
-        results = []
         async with self._engine.begin() as conn:
-            for sig in signals:
-                results.append((sig, await apply_signal(conn, signal=sig, now=now, routing=self._routing,
-                                                         metrics=self._m)))
+            applied = await apply_signals(conn, signals=signals, now=now, routing=self._routing,
+                                          metrics=self._m)
+        results = list(zip(signals, applied, strict=True))
         if self._on_enqueued is not None and any(res.notified for _, res in results):
             self._on_enqueued()
         for sig, res in results:
@@ -114,5 +113,6 @@ async def run_notifier(
             poll_timeout_ms=settings.poll_timeout_ms,
             lag=metrics.lag,
             group=settings.notifier_group,
+            dead_letter=dead_letter_to(producer, dlq_topic(settings.signals_topic)),
         )
     log.info("notifier stopped")

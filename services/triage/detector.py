@@ -86,6 +86,11 @@ class DetectorConfig:
     # the tail test's over-dispersion (var - mean) / mean**2, from the learned variance, is at
     # most this: on a quiet key it is mostly estimation noise (and a heavy tail's bar is high)
     max_dispersion: float = 0.25
+    # an open spike's closed windows go to the notifier (its chart, its "last seen") at most
+    # once per this many seconds, sooner when the window's count crosses a power of two; each
+    # carries every pane since the last one, so the chart misses nothing (9 in 10 signals
+    # in a storm were these, one per hop)
+    progress_every_s: int = 60
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
 
     def __post_init__(self) -> None:
@@ -134,7 +139,8 @@ class KeyState:
 
     __slots__ = ("panes", "base", "in_spike", "opened_end", "tier", "quiet", "last_ms", "viewers",
                  "samples", "peak", "born", "wend", "wraw", "next_raw", "next_end",
-                 "gend", "gcur", "gneed", "gprior", "gscales", "gfull", "gpre", "clear_from")
+                 "gend", "gcur", "gneed", "gprior", "gscales", "gfull", "gpre", "clear_from",
+                 "pend", "pbucket")
 
     def __init__(self, base: Baseline, born: int | None = None) -> None:
         # A new key's baseline learns from the first window holding its data on, however
@@ -161,6 +167,10 @@ class KeyState:
         # checkpointed: after a spike ends, windows reaching back before the quiet stretch that
         # ended it (into the surge) are not tested, so a long window does not re-open on it
         self.clear_from = 0
+        # checkpointed: the window end of the spike's last progress decision, and the power of
+        # two its count was in (progress goes out when that changes, or once a minute)
+        self.pend = 0
+        self.pbucket = 0
         # a cache, not checkpointed (early test): for the pane ending at ``gend``, its count
         # ``gcur``, the count of the window_s window before it ``gprior``, and ``gneed``, the
         # least ``gcur`` at which a test could pass (recomputed when the baseline moves)
@@ -176,7 +186,7 @@ class KeyState:
         return [
             [(p, t.dump()) for p, t in self.panes.items()], self.base.dump(), self.in_spike,
             self.opened_end, self.tier, self.quiet, self.last_ms, self.viewers, self.samples, self.peak,
-            self.born, self.next_raw, self.next_end, self.clear_from,
+            self.born, self.next_raw, self.next_end, self.clear_from, self.pend, self.pbucket,
         ]
 
     @classmethod
@@ -190,6 +200,8 @@ class KeyState:
             ks.next_raw, ks.next_end = d[11], d[12]
         if len(d) > 13:
             ks.clear_from = d[13]
+        if len(d) > 15:
+            ks.pend, ks.pbucket = d[14], d[15]
         ks.samples = list(ks.samples)
         return ks
 
@@ -437,7 +449,7 @@ class KeyedDetector:
             return None
         raw, distinct, eff = self._window(ks, end)  # the decision describes the window_s window
         ks.in_spike = True
-        ks.opened_end = end
+        ks.opened_end = ks.pend = end
         ks.quiet = 0
         ks.peak = eff
         ks.next_raw = raw + max(1, raw // 4)
@@ -489,7 +501,7 @@ class KeyedDetector:
             ks.next_raw = raw + max(1, raw // 10)
             return None
         ks.in_spike = True
-        ks.opened_end = end
+        ks.opened_end = ks.pend = end
         ks.quiet = 0
         ks.peak = eff
         ks.next_raw = raw + max(1, raw // 4)
@@ -544,9 +556,15 @@ class KeyedDetector:
             out.append((p, t.count if t is not None else 0))
         return tuple(out)
 
+    def _panes_since_progress(self, ks: KeyState, end: int) -> int:
+        """Panes closed since the spike's last progress (or its opening), at most those held."""
+        if not ks.pend or ks.pend >= end:
+            return 1
+        return min((end - ks.pend) // self._hop, self._keep_ms // self._hop)
+
     def _decision(
         self, kind: str, key: tuple[str, ...], ks: KeyState, end: int, at_ms: int,
-        raw: int, distinct: int, eff: int,
+        raw: int, distinct: int, eff: int, panes: int | None = None,
     ) -> Decision:
         cfg = self.cfg
         sp = spike_score(
@@ -560,7 +578,7 @@ class KeyedDetector:
             z=ks.base.z(eff, cfg.var_floor), score=sp.score, tier=tier, components=sp,
             samples=tuple(ks.samples[-SAMPLES:]), viewers=ks.viewers,
             # an opening shows what led up to it (all panes held); later ones add their pane
-            rate=self._rate(ks, end, self._keep_ms // self._hop if kind == "open" else 1),
+            rate=self._rate(ks, end, panes or (self._keep_ms // self._hop if kind == "open" else 1)),
             upper=round(self._open_level(ks), 3),
         )
 
@@ -624,7 +642,8 @@ class KeyedDetector:
             if end < ks.opened_end:
                 return
             if end == ks.opened_end:  # the pane that was filling when it opened, now complete
-                yield self._decision("progress", key, ks, end, end, raw, distinct, eff)
+                ks.pbucket = raw.bit_length()
+                yield self._decision("progress", key, ks, end, end, raw, distinct, eff, panes=1)
                 return
             base = ks.base
             level = max(self.min_volume, cfg.ratio_close * base.mean,
@@ -632,7 +651,8 @@ class KeyedDetector:
             if eff < level:
                 ks.quiet += 1
                 if ks.quiet >= cfg.close_after:
-                    d = self._decision("resolve", key, ks, end, end, raw, distinct, eff)
+                    d = self._decision("resolve", key, ks, end, end, raw, distinct, eff,
+                                       panes=self._panes_since_progress(ks, end))
                     ks.in_spike = False
                     ks.quiet = 0
                     ks.peak = 0
@@ -643,7 +663,11 @@ class KeyedDetector:
                     return
             else:
                 ks.quiet = 0
-            yield self._decision("progress", key, ks, end, end, raw, distinct, eff)
+            bucket = raw.bit_length()
+            if bucket != ks.pbucket or end - ks.pend >= cfg.progress_every_s * 1000:
+                yield self._decision("progress", key, ks, end, end, raw, distinct, eff,
+                                     panes=self._panes_since_progress(ks, end))
+                ks.pend, ks.pbucket = end, bucket
         else:
             # learn from the window clipped at mean + learn_clip_z sd: a surge building
             # below the open bar must not inflate the variance and so raise its own bar

@@ -290,3 +290,163 @@ async def test_rate_series_for_the_chart(settings: Settings) -> None:
             await apply_signal(conn, signal=opened.model_copy(update={"signal_id": "r", "kind": "resolve"}), now=T0)
             late = await apply_signal(conn, signal=progress(30, 5), now=T0)
             assert late.incident_id is None
+
+
+# --- bad input found by an outside fuzzer: refused with 4xx, never a 500 -------------------
+
+
+def cursor_at(ts: str, *rest: str) -> str:
+    import base64
+    import orjson
+
+    payload = [ts, "00000000-0000-0000-0000-000000000001", *rest]
+    return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/stats?until=0001-01-01T00:00:00Z",  # until - 7 days overflowed
+        "/v1/stats?until=9999-12-31T23:59:59-23:59",  # year 10000 in UTC
+        "/v1/stats?since=1969-12-31T23:59:59Z&until=1970-01-02T00:00:00Z",
+        "/v1/incidents?since=9999-12-31T23:59:59-23:59",
+        "/v1/incidents?until=0001-01-01T00:00:00%2B23:59",
+        "/v1/incidents?since=9001-01-01T00:00:00Z",
+        "/v1/incidents?until=1970-01-01T00:59:59%2B01:00",  # 1969 in UTC
+    ],
+)
+async def test_times_outside_the_accepted_range_are_422(api: httpx.AsyncClient, path: str) -> None:
+    r = await api.get(path)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "between 1970-01-01T00:00:00Z and 9000-12-31T23:59:59Z" in r.json()["detail"]
+
+
+async def test_times_at_the_edges_of_the_range_are_accepted(api: httpx.AsyncClient) -> None:
+    r = await api.get("/v1/incidents", params={"since": "1970-01-01T00:00:00Z", "until": "9000-12-31T23:59:59Z"})
+    assert r.status_code == 200 and len(r.json()["items"]) == 25
+    r = await api.get("/v1/incidents", params={"since": "1970-01-01T01:00:00+01:00",
+                                              "until": "9000-12-31T23:59:59-00:00"})
+    assert r.status_code == 200
+    r = await api.get("/v1/stats", params={"until": "1970-01-01T00:00:00Z"})  # since: 7 days before, fine
+    assert r.status_code == 200 and r.json()["incidents"] == 0
+    r = await api.get("/v1/stats", params={"since": "9000-12-01T00:00:00Z", "until": "9000-12-31T23:59:59Z"})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        cursor_at("9999-12-31T23:59:59-23:59"),
+        cursor_at("0001-01-01T00:00:00+23:59"),
+        cursor_at("0001-01-01T00:00:00+00:00"),
+        cursor_at("1969-12-31T23:59:59+00:00"),
+        cursor_at("9001-01-01T00:00:00+00:00"),
+    ],
+)
+async def test_cursors_outside_the_range_are_bad_cursors(api: httpx.AsyncClient, cursor: str) -> None:
+    r = await api.get("/v1/incidents", params={"cursor": cursor})
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"] == "application/problem+json" and "cursor" in r.json()["detail"]
+    for sort in ("detected_at", "severity"):
+        tail = (sort, "SEV1") if sort == "severity" else (sort,)
+        r = await api.get("/v1/incidents", params={"cursor": cursor_at(cursor_ts(cursor), *tail), "sort": sort})
+        assert r.status_code == 400, (sort, r.text)
+
+
+def cursor_ts(cursor: str) -> str:
+    import base64
+    import orjson
+
+    return orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))[0]
+
+
+async def test_silence_times_outside_the_range_are_422(api: httpx.AsyncClient) -> None:
+    body = {"matchers": {"category": ["hate"]}, "created_by": "amy", "comment": "far future",
+            "starts_at": "9999-12-01T00:00:00-23:59", "ends_at": "9999-12-31T23:59:59-23:59"}
+    r = await api.post("/v1/silences", json=body)
+    assert r.status_code == 422 and "between 1970" in r.json()["detail"], r.text
+    r = await api.post("/v1/silences", json={**body, "starts_at": None, "ends_at": "0001-01-01T00:00:00+23:59"})
+    assert r.status_code == 422 and "between 1970" in r.json()["detail"], r.text
+
+
+@pytest.mark.parametrize("value", [" 5", "5 ", "5.0", "+5", "1e1", "0x5", "5_0", "\u0665", "５", ""])
+async def test_integer_parameters_are_written_in_digits(api: httpx.AsyncClient, value: str) -> None:
+    for path in ("/v1/incidents", "/v1/silences"):
+        r = await api.get(path, params={"limit": value})
+        assert r.status_code == 422, (path, value, r.status_code)
+        assert r.headers["content-type"] == "application/problem+json"
+    assert (await api.get("/v1/incidents", params={"limit": "5"})).json()["items"][4]
+    assert (await api.get("/v1/incidents", params={"limit": "-5"})).status_code == 422
+
+
+# --- the key first, then a bounded body ---------------------------------------------------
+
+
+class Counting:
+    """A request body that says how much of it was pulled."""
+
+    def __init__(self, total: int, chunk: int = 64 * 1024) -> None:
+        self.total, self.chunk, self.pulled = total, chunk, 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b'{"text":"'
+        while self.pulled < self.total:
+            self.pulled += self.chunk
+            yield b"x" * self.chunk
+        yield b'"}'
+
+
+@pytest_asyncio.fixture
+async def small_limit(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with open_engine(settings) as engine:
+        app = create_app(ApiState(settings.model_copy(update={"api_max_body_bytes": 256 * 1024}), engine,
+                                  CollectorRegistry(), broker_ok))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+            yield c
+
+
+NOTES = "/v1/incidents/00000000-0000-0000-0000-000000000000/notes"
+JSON = {"Content-Type": "application/json"}
+
+
+async def test_the_key_is_checked_before_the_body_is_read(small_limit: httpx.AsyncClient) -> None:
+    from tests.conftest import READ_KEY
+
+    for headers, status in (({}, 401), ({"Authorization": "Bearer lt_nope0000_" + "x" * 40}, 401),
+                            ({"X-API-Key": READ_KEY}, 403)):
+        body = Counting(9 * 1024 * 1024)
+        r = await small_limit.post(NOTES, content=body, headers={**JSON, **headers})
+        assert r.status_code == status and body.pulled == 0, (headers, r.status_code, body.pulled)
+        assert r.headers["content-type"] == "application/problem+json"
+        # a broken body is never parsed: the missing key is the answer
+        broken = await small_limit.post(NOTES, content=b'{"text": nope', headers={**JSON, **headers})
+        assert broken.status_code == status, (headers, broken.status_code)
+
+
+async def test_bodies_over_the_limit_are_413_while_they_arrive(small_limit: httpx.AsyncClient) -> None:
+    from tests.conftest import WRITE_KEY
+
+    key = {"Authorization": f"Bearer {WRITE_KEY}"}
+    # declared too large: refused before a byte is read
+    body = Counting(50 * 1024 * 1024)
+    r = await small_limit.post(NOTES, content=body,
+                               headers={**JSON, **key, "Content-Length": str(50 * 1024 * 1024 + 11)})
+    assert r.status_code == 413 and body.pulled == 0, (r.status_code, body.pulled)
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"] == "the request body exceeds the limit of 262144 bytes"
+    # chunked, no length: counted as it arrives, refused just past the limit
+    body = Counting(50 * 1024 * 1024)
+    r = await small_limit.post(NOTES, content=body, headers={**JSON, **key})
+    assert r.status_code == 413, (r.status_code, r.text[:200])
+    assert r.headers["content-type"] == "application/problem+json"
+    assert 256 * 1024 <= body.pulled <= 256 * 1024 + body.chunk
+    # under the limit it goes through to the route (no such incident)
+    ok = await small_limit.post(NOTES, json={"text": "y" * 3000}, headers=key)
+    assert ok.status_code == 404, ok.text
+    assert (await small_limit.post(NOTES, content=b"{}", headers={**JSON, **key, "Content-Length": "x"})
+            ).status_code == 400
+
+
+def test_the_default_body_limit_is_a_mebibyte() -> None:
+    assert Settings().api_max_body_bytes == 1024 * 1024

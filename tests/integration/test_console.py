@@ -154,6 +154,29 @@ async def test_console_files_are_public_and_root_redirects(console: Console) -> 
         assert me.json() == {"name": "test-writer", "scopes": ["read", "write"]}
 
 
+async def test_console_sends_security_headers(console: Console) -> None:
+    """CSP as a header (the meta tag cannot forbid framing), no framing, no sniffing, no
+    referrer: on the page, its script and stylesheet, a revalidation, and the redirect."""
+    async with httpx.AsyncClient(base_url=console.url) as c:
+        html = await c.get("/console/")
+        meta = re.search(r'http-equiv="Content-Security-Policy"\s+content="([^"]+)"', html.text)
+        assert meta is not None
+        again = await c.get("/console/", headers={"If-None-Match": html.headers["etag"]})
+        assert again.status_code == 304
+        responses = [html, again, await c.get("/console/console.js"), await c.get("/console/console.css"),
+                     await c.get("/")]
+        for r in responses:
+            csp = r.headers.get("content-security-policy", "")
+            assert r.headers.get("x-frame-options") == "DENY", r.url
+            assert r.headers.get("x-content-type-options") == "nosniff", r.url
+            assert r.headers.get("referrer-policy") == "no-referrer", r.url
+            directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+            assert directives["frame-ancestors"] == "'none'" and directives["default-src"] == "'none'", r.url
+            assert directives["script-src"] == "'self'" and "unsafe" not in csp, r.url
+            # the header says what the page's own meta tag says, and forbids framing besides
+            assert csp.replace("; frame-ancestors 'none'", "") == meta.group(1), r.url
+
+
 def _playwright():  # type: ignore[no-untyped-def]
     if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")

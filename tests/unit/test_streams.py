@@ -271,11 +271,14 @@ def test_a_spike_carries_its_rate_series_from_before_the_opening_to_the_resolve(
     assert points == sorted(points) and points[-1] == op.window_end - timedelta(seconds=CFG.hop_s)
     assert op.rate.upper > op.rate.baseline >= 0 and sum(p.count for p in op.rate.points) >= op.report_count
     progress = [s for s in signals[first:last + 1] if s.kind in ("progress", "resolve")]
-    hops = [s.rate.points[0].at for s in progress if s.rate]  # one pane each, hop after hop
-    assert all(len(s.rate.points) == 1 for s in progress if s.rate)
+    # coalesced: one signal per minute or so, not one per hop, but together every pane once
+    hops = [p.at for s in progress if s.rate for p in s.rate.points]
     assert hops == sorted(hops) and len(set(hops)) == len(hops)
     assert hops[0] == points[-1]  # the pane that was filling at the opening, now complete
     assert all(b - a == timedelta(seconds=CFG.hop_s) for a, b in zip(hops, hops[1:], strict=False))
+    assert len(progress) < len(hops) / 2
+    gaps = [b.observed_at - a.observed_at for a, b in zip(progress, progress[1:], strict=False)]
+    assert max(gaps) <= timedelta(seconds=CFG.progress_every_s)
     assert len({s.signal_id for s in progress}) == len(progress)
 
 

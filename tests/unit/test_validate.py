@@ -69,8 +69,24 @@ def test_all_optional_fields() -> None:
         ({**GOOD, "viewer_count": "many"}, "schema_violation"),
         ({**GOOD, "classifier_score": 1.5}, "schema_violation"),
         ({**GOOD, "report_id": ""}, "schema_violation"),
-        ({**GOOD, "text": "x" * 2001}, "schema_violation"),
+        ({**GOOD, "text": "x" * 2001}, "text_too_long"),  # the contract's limit: the documented reason
+        ({**GOOD, "text": "x" * 2001, "viewer_count": -1}, "schema_violation"),
         ({**GOOD, "text": "x" * 17_000}, "oversized"),
+        # strict types: nothing is coerced into the contract
+        ({**GOOD, "viewer_count": True}, "schema_violation"),
+        ({**GOOD, "viewer_count": "500"}, "schema_violation"),
+        ({**GOOD, "viewer_count": 5.0}, "schema_violation"),
+        ({**GOOD, "classifier_score": True}, "schema_violation"),
+        ({**GOOD, "classifier_score": "0.5"}, "schema_violation"),
+        ({**GOOD, "reported_at": 1_795_000_000}, "schema_violation"),  # epoch seconds, a number
+        ({**GOOD, "reported_at": 1.795e9}, "schema_violation"),
+        ({**GOOD, "reported_at": "1795000000"}, "schema_violation"),  # epoch seconds, as text
+        ({**GOOD, "schema_version": True}, "unsupported_schema_version"),
+        ({**GOOD, "schema_version": 1.0}, "unsupported_schema_version"),
+        # parses as Infinity: the clean copy would have carried null
+        (orjson.dumps(GOOD)[:-1] + b',"extra":1e400}', "schema_violation"),
+        (orjson.dumps(GOOD)[:-1] + b',"extra":{"deep":[-1.5E+999]}}', "schema_violation"),
+        (orjson.dumps(GOOD)[:-1] + b',"extra":' + b"9" * 400 + b'.0}', "schema_violation"),
     ],
 )
 def test_rejections_have_a_reason(raw: object, reason: str) -> None:
@@ -84,6 +100,20 @@ def test_rejections_have_a_reason(raw: object, reason: str) -> None:
 def test_configured_text_limit_is_enforced() -> None:
     out = parse_report(orjson.dumps({**GOOD, "text": "x" * 50}), max_bytes=16_384, max_text_chars=10)
     assert isinstance(out, Rejected) and out.reason == "text_too_long"
+
+
+def test_text_over_the_contract_limit_says_so() -> None:
+    out = parse(orjson.dumps({**GOOD, "text": "x" * 2001}))
+    assert isinstance(out, Rejected) and out.reason == "text_too_long"
+    assert out.detail == "text has 2001 chars, limit 2000"
+
+
+def test_strict_values_that_are_right_still_pass() -> None:
+    rep = parse({**GOOD, "viewer_count": 0, "classifier_score": 1, "reported_at": "2026-11-23 10:00:00+02:00",
+                 "extra": [1e300, -2.5e-300, 12345678901234567890]})
+    assert isinstance(rep, Report), rep
+    assert rep.viewer_count == 0 and rep.classifier_score == 1.0
+    assert orjson.loads(canonical_json(rep))["extra"][0] == 1e300
 
 
 @given(st.binary(max_size=300))

@@ -12,22 +12,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.notifier.api.console import mount_console
 from services.notifier.api.deps import ApiState, authorize
+from services.notifier.api.guard import Guard
+from services.notifier.api.problems import problem
 from services.notifier.api.routes import router
 from services.notifier.api.silence_routes import router as silence_router
 
-PROBLEM_JSON = "application/problem+json"
 # PostgreSQL refuses U+0000 in text and jsonb (22021 character_not_in_repertoire, 22P05
 # untranslatable_character): input a client sent, so a 422, not a 500.
 BAD_TEXT_SQLSTATES = frozenset({"22021", "22P05"})
 
 
-def _problem(status: int, title: str, detail: str | None, errors: list[Any] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    if errors is not None:
-        body["errors"] = errors
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+def _problem(status: int, title: str | None, detail: str | None, errors: list[Any] | None = None) -> JSONResponse:
+    return problem(status, title, detail, errors)
 
 
 def create_app(state: ApiState) -> FastAPI:
@@ -41,12 +37,12 @@ def create_app(state: ApiState) -> FastAPI:
     app.include_router(router, dependencies=[Depends(authorize)])
     app.include_router(silence_router, dependencies=[Depends(authorize)])
     mount_console(app)  # /console/ (public static files), / redirects there, GET /v1/whoami
+    # the key is checked, and the body bounded, before any route reads a byte of it
+    app.add_middleware(Guard)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-                  405: "Method Not Allowed", 409: "Conflict", 422: "Invalid request"}
-        resp = _problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail))
+        resp = _problem(exc.status_code, None, str(exc.detail))
         if exc.headers:
             resp.headers.update(exc.headers)
         return resp

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
@@ -44,24 +44,33 @@ async def get_conn(request: Request) -> AsyncIterator[AsyncConnection]:
 PUBLIC = ("/healthz", "/readyz", "/metrics")
 
 
-async def authorize(request: Request) -> None:
+async def check_key(state: ApiState, *, method: str, path: str, headers: Mapping[str, str]) -> Principal:
     """Every /v1 route needs a key: GET needs the read scope, anything else write, and
-    /v1/admin routes admin. 401 without a valid key, 403 without the scope."""
-    path = request.url.path
-    if not path.startswith("/v1/"):
-        return
-    header = request.headers.get("authorization", "")
-    key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+    /v1/admin routes admin. HTTPException 401 without a valid key, 403 without the scope.
+
+    The guard middleware calls this before anything reads the request body."""
+    header = headers.get("authorization", "")
+    key = header[7:].strip() if header.lower().startswith("bearer ") else headers.get("x-api-key", "")
     if not key:
         raise HTTPException(401, "an API key is required (Authorization: Bearer <key>)",
                             headers={"WWW-Authenticate": "Bearer"})
-    principal = await _principal(get_state(request), key)
+    principal = await _principal(state, key)
     if principal is None:
         raise HTTPException(401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"})
-    scope = "admin" if path.startswith("/v1/admin") else "read" if request.method in ("GET", "HEAD") else "write"
+    scope = "admin" if path.startswith("/v1/admin") else "read" if method in ("GET", "HEAD") else "write"
     if not principal.allows(scope):
         raise HTTPException(403, f"this key lacks the {scope!r} scope")
-    request.state.principal = principal
+    return principal
+
+
+async def authorize(request: Request) -> None:
+    """The /v1 routes' dependency: the guard middleware has checked the key already (before
+    the body was read); an app without the guard still gets the same check here."""
+    path = request.url.path
+    if not path.startswith("/v1/") or getattr(request.state, "principal", None) is not None:
+        return
+    request.state.principal = await check_key(get_state(request), method=request.method, path=path,
+                                              headers=request.headers)
 
 
 AUTH_CACHE_S = 5.0  # a revoked key stops working within this long, and a request costs one query

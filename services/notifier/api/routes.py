@@ -11,14 +11,15 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier import outbox, store
 from services.notifier import stats as stats_mod
 from services.notifier.api.deps import ApiState, get_conn, get_state
 from services.notifier.api.schemas import (
+    TIME_RANGE,
     ActionIn,
+    ApiTime,
     Health,
     IncidentOut,
     IncidentPage,
@@ -31,6 +32,7 @@ from services.notifier.api.schemas import (
     StatsOut,
     OnCall,
     Problem,
+    QueryInt,
     Sort,
     Status,
     TeamOnCall,
@@ -60,14 +62,14 @@ async def list_incidents(
     category: Category | None = None,
     stream_id: Annotated[str | None, Query(max_length=128)] = None,
     region: Annotated[str | None, Query(pattern=r"^[A-Z]{2}$")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="detected_at >= since")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="detected_at < until")] = None,
+    since: Annotated[ApiTime | None, Query(description=f"detected_at >= since; {TIME_RANGE}")] = None,
+    until: Annotated[ApiTime | None, Query(description=f"detected_at < until; {TIME_RANGE}")] = None,
     sort: Annotated[
         Sort,
         Query(description="-detected_at: newest first; detected_at: oldest first; "
                           "severity: SEV1 first, newest first within a severity."),
     ] = "-detected_at",
-    limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
+    limit: Annotated[QueryInt, Query(ge=1, le=200, description="Page size.")] = 50,
     cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page "
                                                                      "(same filters and sort).")] = None,
 ) -> Response:
@@ -223,8 +225,8 @@ async def oncall_now(request: Request) -> OnCall:
 async def incident_stats(
     conn: Conn,
     request: Request,
-    since: Annotated[AwareDatetime | None, Query(description="Default: 7 days before until.")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Default: now.")] = None,
+    since: Annotated[ApiTime | None, Query(description=f"Default: 7 days before until; {TIME_RANGE}")] = None,
+    until: Annotated[ApiTime | None, Query(description=f"Default: now; {TIME_RANGE}")] = None,
 ) -> dict[str, Any]:
     """Incidents by category, severity and status; MTTA, MTTR, time to action; SLA shares."""
     state = get_state(request)

@@ -2,16 +2,47 @@
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from shared.events import Category, Severity
 
 Status = Literal["triggered", "acknowledged", "resolved"]
 Sort = Literal["-detected_at", "detected_at", "severity"]
+
+# The instants the API accepts, after applying the offset: years 1970 to 9000 in UTC. Wider
+# ones overflow date arithmetic (0001-01-01 minus 7 days) or PostgreSQL's and asyncpg's
+# conversion to UTC (9999-12-31T23:59:59-23:59 is in year 10000). store.decode_cursor
+# holds cursors to the same range.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9001, 1, 1, tzinfo=UTC)  # exclusive
+TIME_RANGE = "between 1970-01-01T00:00:00Z and 9000-12-31T23:59:59Z"
+
+
+def _in_range(value: datetime) -> datetime:
+    if not EARLIEST <= value < LATEST:  # comparing aware datetimes cannot overflow
+        raise ValueError(f"must be {TIME_RANGE} (after applying its UTC offset)")
+    return value
+
+
+ApiTime = Annotated[AwareDatetime, AfterValidator(_in_range)]
+"""An RFC 3339 time with an offset, within [EARLIEST, LATEST)."""
+
+_DIGITS = re.compile(r"-?[0-9]{1,12}")
+
+
+def _digits_only(value: object) -> object:
+    """A query integer is written in digits: not `` 5`` or ``5.0``, which lax parsing took."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError("must be a whole number written in digits, e.g. 50")
+    return value
+
+
+QueryInt = Annotated[int, BeforeValidator(_digits_only)]
 
 
 class FactorOut(BaseModel):

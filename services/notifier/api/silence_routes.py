@@ -7,12 +7,12 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier import silence_store
 from services.notifier.api.deps import get_conn, get_state
-from services.notifier.api.schemas import Problem
+from services.notifier.api.schemas import ApiTime, Problem, QueryInt
 
 router = APIRouter()
 Conn = Annotated[AsyncConnection, Depends(get_conn)]
@@ -56,8 +56,8 @@ class SilenceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     matchers: MatchersIn
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime
+    starts_at: ApiTime | None = None
+    ends_at: ApiTime
     created_by: Who
     comment: Text
 
@@ -139,7 +139,7 @@ async def list_silences(
     conn: Conn,
     request: Request,
     active: Annotated[bool, Query(description="Only silences in force now.")] = False,
-    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+    limit: Annotated[QueryInt, Query(ge=1, le=500)] = 200,
 ) -> list[SilenceOut]:
     """Silences, newest first."""
     now = get_state(request).clock.now()
