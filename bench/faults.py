@@ -906,10 +906,13 @@ def schedule(seed: int, runs: int, kinds: list[str], mixed: int, horizon_s: floa
 
 
 async def run_suite(*, seed: int, runs: int, kinds: list[str], mixed: int, opts: Options,
-                    alone_first: bool = True, on_run: Callable[[Verdict, float], None] | None = None) -> Report:
+                    alone_first: bool = True, on_run: Callable[[Verdict, float], None] | None = None,
+                    plans: list[list[Fault]] | None = None) -> Report:
+    """A reference run, then ``runs`` faulty runs as ``schedule`` plans them (or ``plans``)."""
     started = time.monotonic()
     inp = make_input(seed)
-    plans = schedule(seed, runs, kinds, mixed, horizon_s=opts.feed_s + 8, alone_first=alone_first)
+    if plans is None:
+        plans = schedule(seed, runs, kinds, mixed, horizon_s=opts.feed_s + 8, alone_first=alone_first)
     ref, _ = await run_once(inp, [], opts, name="reference", seed=seed)
     verdicts = [judge("reference", [], inp, ref, None)]
     if on_run:

@@ -6,14 +6,21 @@ Runs against a fresh embedded tansu broker and a throwaway Postgres database:
    event times spread over N/5000 s) into the reports topic;
 2. ceiling: a bare aiokafka consumer reads the whole topic and parses every value with
    orjson — the most a Python consumer in this process can do on this machine;
-3. pipeline: ingest, triage and notifier run in this process (``start_services``) and are
-   timed from the first report ingest consumed until triage has consumed every clean report
-   and the notifier every signal triage emitted.
+3. reference: a hand-written aiokafka loop reads the same topic, parses every report and
+   counts it into 10 s panes per stream key, summed into 60 s hopping windows as panes close
+   (30 s grace) — what triage's windowing costs at the least, with no validation, dedup,
+   baselines, checkpoints or output: the reference ceiling;
+4. pipeline: ingest, triage and notifier run as three separate processes
+   (``livetriage ingest|triage|notifier``, configured by environment as in production;
+   ``--mode inproc``: all three in this process, ``start_services``) and are timed from the
+   first report ingest consumed until triage has consumed every clean report and the
+   notifier every signal triage emitted, reading their Prometheus /metrics. The figure is
+   end-to-end reports/s as a % of the reference (target >= 25%).
 
 Postgres: ``DATABASE_URL`` if set; else a fresh ``bench_<random>`` database on
 127.0.0.1:5432 (user postgres, trust auth), dropped at the end; else the embedded one.
 
-    python -m bench.pipeline [--reports 200000] [--json] [--profile out.prof]
+    python -m bench.pipeline [--reports 200000] [--mode procs|inproc] [--json] [--profile out.prof]
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter
 from sqlalchemy import text
 
+from bench.procs import by_label, running_services, total
 from bench.progress import Progress
 from livetriage.embedded import embedded_broker, embedded_postgres_url, free_port, port_open
 from livetriage.runtime import ROLES, Running, start_services
@@ -53,6 +61,10 @@ from shared.settings import Settings
 log = logging.getLogger("bench.pipeline")
 
 TARGET_RPS = 5_000.0
+TARGET_OF_REFERENCE = 0.25
+PANE_MS = 10_000
+WINDOW_PANES = 6  # 60 s windows hopping by 10 s
+GRACE_PANES = 3  # a pane closes 30 s of event time after it ends
 POLL_S = 0.05
 LOCAL_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -70,6 +82,13 @@ class Results:
     ceiling_s: float = 0.0
     ceiling_rps: float = 0.0
     ceiling_unparseable: int = 0
+    reference_s: float = 0.0
+    reference_rps: float = 0.0
+    reference_windows: int = 0
+    reference_keys: int = 0
+    mode: str = "procs"
+    of_reference: float = 0.0
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
     pipeline_s: float = 0.0
     pipeline_rps: float = 0.0
     ratio: float = 0.0
@@ -91,6 +110,8 @@ class Results:
     completed: bool = False
     target_rps: float = TARGET_RPS
     target_met: bool = False
+    target_of_reference: float = TARGET_OF_REFERENCE
+    reference_target_met: bool = False
 
 
 # ---- infrastructure ----------------------------------------------------------------------
@@ -251,6 +272,154 @@ async def ceiling(settings: Settings, n: int, timeout_s: float) -> tuple[float, 
         await consumer.stop()
 
 
+class PaneCounter:
+    """The reference: 10 s panes per stream key, summed into 60 s hopping windows as each pane
+    closes (event time, GRACE_PANES of grace). Counts the windows it closed."""
+
+    def __init__(self) -> None:
+        self.panes: dict[int, dict[str, int]] = {}  # pane -> key -> reports
+        self.watermark = -1  # highest pane seen
+        self.closed = -1  # panes <= this are closed
+        self.windows = 0
+        self.keys: set[str] = set()
+
+    def add(self, key: str, ms: int) -> None:
+        pane = ms // PANE_MS
+        if pane <= self.closed:
+            return  # late: dropped, as triage does
+        counts = self.panes.get(pane)
+        if counts is None:
+            counts = self.panes[pane] = {}
+        counts[key] = counts.get(key, 0) + 1
+        if pane > self.watermark:
+            self.watermark = pane
+
+    def advance(self, final: bool = False) -> None:
+        if self.watermark < 0:
+            return
+        close_to = self.watermark if final else self.watermark - GRACE_PANES
+        if self.closed < 0:
+            self.closed = min(self.panes) - 1
+        while self.closed < close_to:
+            self.closed += 1
+            end = self.closed
+            sums: dict[str, int] = {}
+            for p in range(end - WINDOW_PANES + 1, end + 1):
+                for k, c in self.panes.get(p, {}).items():
+                    sums[k] = sums.get(k, 0) + c
+            self.windows += len(sums)
+            self.keys.update(sums)
+            self.panes.pop(end - WINDOW_PANES + 1, None)
+
+
+def _event_ms(doc: object) -> tuple[str, int] | None:
+    if not isinstance(doc, dict):
+        return None
+    key, at = doc.get("stream_id"), doc.get("reported_at")
+    if not isinstance(key, str) or not isinstance(at, str):
+        return None
+    try:
+        return key, int(datetime.fromisoformat(at).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+async def reference(settings: Settings, n: int, timeout_s: float) -> tuple[float, PaneCounter]:
+    """Seconds for a hand-written aiokafka loop to read all n reports and count them into
+    hopping windows per stream key (``PaneCounter``)."""
+    consumer = AIOKafkaConsumer(
+        settings.reports_topic,
+        bootstrap_servers=settings.require_kafka(),
+        group_id=f"{settings.ingest_group}-reference",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    counter = PaneCounter()
+    await consumer.start()
+    try:
+        count = 0
+        first: float | None = None
+        deadline = time.perf_counter() + timeout_s
+        while count < n:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"reference consumer read {count}/{n} records in {timeout_s:.0f}s")
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for recs in batches.values():
+                if first is None and recs:
+                    first = time.perf_counter()
+                for r in recs:
+                    try:
+                        got = _event_ms(orjson.loads(r.value))  # type: ignore[arg-type]
+                    except orjson.JSONDecodeError:
+                        continue
+                    if got is not None:
+                        counter.add(*got)
+                count += len(recs)
+            counter.advance()
+        counter.advance(final=True)
+        assert first is not None
+        return time.perf_counter() - first, counter
+    finally:
+        await consumer.stop()
+
+
+async def pipeline_procs(settings: Settings, n: int, timeout_s: float, res: Results, quiet: bool,
+                         log_dir: Path) -> None:
+    """The three services as separate processes, timed by polling their /metrics."""
+    async with running_services(settings, ROLES, log_dir, log_level="WARNING") as services:
+        started = time.perf_counter()
+        t0: float | None = None
+        t_ingest = t_triage = None
+        bar = Progress("ingest", n, quiet=quiet)
+        while True:
+            samples = await services.scrape_all()
+            now = time.perf_counter()
+            i, t, nt = samples["ingest"], samples["triage"], samples["notifier"]
+            consumed = total(i, "livetriage_ingest_reports_consumed_total")
+            published = total(i, "livetriage_ingest_reports_published_total")
+            triaged = total(t, "livetriage_triage_records_consumed_total", stage="streams")
+            signals = total(t, "livetriage_triage_signals_total")
+            notified = total(nt, "livetriage_notifier_signals_consumed_total")
+            if t0 is None and consumed > 0:
+                # the first record was fetched the handling time of the batches done so far earlier
+                t0 = now - total(i, "livetriage_ingest_batch_seconds_sum")
+            if t_ingest is None and consumed >= n:
+                t_ingest = now
+            if t_ingest is not None and t_triage is None and triaged >= published:
+                t_triage = now
+            if consumed >= n and triaged >= published and notified >= signals:
+                res.completed = True
+                break
+            if now - started > timeout_s:
+                log.error("timed out after %.0fs: consumed %d triaged %d/%d notified %d/%d",
+                          timeout_s, consumed, triaged, published, notified, signals)
+                break
+            bar.update(consumed, triage=f"{triaged:,.0f}/{published:,.0f}", notifier=f"{notified:,.0f}/{signals:,.0f}")
+            await asyncio.sleep(POLL_S)  # polling metrics with a deadline
+        bar.close()
+        end = time.perf_counter()
+        t0 = t0 if t0 is not None else end
+        res.pipeline_s = end - t0
+        res.ingest_done_s = (t_ingest or end) - t0
+        res.triage_done_s = (t_triage or end) - t0
+        res.consumed, res.published, res.triaged = int(consumed), int(published), int(triaged)
+        res.signals, res.notifier_signals = int(signals), int(notified)
+        res.pipeline_rps = (n if res.completed else consumed) / res.pipeline_s if res.pipeline_s else 0.0
+        res.duplicates_dropped = int(total(i, "livetriage_ingest_duplicates_total"))
+        res.dlq_reasons = {k: int(v) for k, v in by_label(i, "livetriage_ingest_dlq_total", "reason").items()}
+        res.dlq = sum(res.dlq_reasons.values())
+        res.late = int(total(t, "livetriage_triage_reports_late_total", stage="streams"))
+        res.windows_held = int(total(t, "livetriage_triage_keys_held", stage="streams"))
+        res.signals_by_kind = {k: int(v) for k, v in by_label(t, "livetriage_triage_signals_total", "kind").items()}
+        res.incidents_created = int(total(nt, "livetriage_notifier_incidents_created_total"))
+    res.peak_rss_mb = {role: svc.peak_rss_kb / 1024 for role, svc in services.by_role.items()}
+    async with open_engine(settings) as engine, engine.connect() as conn:
+        res.incidents_in_db = int(await conn.scalar(text("SELECT count(*) FROM incidents")) or 0)
+
+
 def _value(c: Counter) -> int:
     return int(c._value.get())  # noqa: SLF001 - the benchmark reads metrics in process
 
@@ -362,7 +531,8 @@ async def run(args: argparse.Namespace) -> Results:
     say = (lambda *_: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     async with AsyncExitStack() as stack:
         settings, db_desc, bootstrap = await bench_environment(stack, bench_settings)
-        res = Results(reports=n, streams=args.streams, database=db_desc)
+        logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="livetriage-bench-logs-")))
+        res = Results(reports=n, streams=args.streams, database=db_desc, mode=args.mode)
         say(f"broker {bootstrap} (embedded tansu), database {db_desc}")
 
         t = time.perf_counter()
@@ -377,12 +547,21 @@ async def run(args: argparse.Namespace) -> Results:
         res.ceiling_s, res.ceiling_unparseable = await ceiling(settings, n, timeout_s)
         res.ceiling_rps = n / res.ceiling_s
 
-        say("pipeline: ingest + triage + notifier ...")
+        say("reference: aiokafka loop counting 10 s panes into 60 s hopping windows per stream ...")
+        res.reference_s, counter = await reference(settings, n, timeout_s)
+        res.reference_rps = n / res.reference_s
+        res.reference_windows, res.reference_keys = counter.windows, len(counter.keys)
+        del counter
+
+        say(f"pipeline: ingest + triage + notifier ({'3 processes' if args.mode == 'procs' else 'one process'}) ...")
         prof = cProfile.Profile() if args.profile else None
         if prof:
             prof.enable()
         try:
-            await pipeline(settings, n, timeout_s, res, quiet)
+            if args.mode == "procs":
+                await pipeline_procs(settings, n, timeout_s, res, quiet, logs)
+            else:
+                await pipeline(settings, n, timeout_s, res, quiet)
         finally:
             if prof:
                 prof.disable()
@@ -391,6 +570,8 @@ async def run(args: argparse.Namespace) -> Results:
                     pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
         res.ratio = res.pipeline_rps / res.ceiling_rps if res.ceiling_rps else 0.0
         res.target_met = res.completed and res.pipeline_rps >= TARGET_RPS
+        res.of_reference = res.pipeline_rps / res.reference_rps if res.reference_rps else 0.0
+        res.reference_target_met = res.completed and res.of_reference >= TARGET_OF_REFERENCE
     return res
 
 
@@ -400,11 +581,15 @@ def table(r: Results) -> str:
         ("database", r.database),
         ("preload", f"{r.preload_s:.2f} s  ({r.preload_rps:,.0f} reports/s)"),
         ("ceiling (bare consumer)", f"{r.ceiling_rps:,.0f} reports/s  ({r.ceiling_s:.2f} s)"),
-        ("pipeline", f"{r.pipeline_rps:,.0f} reports/s  ({r.pipeline_s:.2f} s)"
-                     + ("" if r.completed else "  INCOMPLETE (timed out)")),
+        ("reference (panes -> 60 s windows)", f"{r.reference_rps:,.0f} reports/s  ({r.reference_s:.2f} s, "
+                                              f"{r.reference_windows:,} windows over {r.reference_keys:,} keys)"),
+        ("pipeline" + (" (3 processes)" if r.mode == "procs" else " (one process)"),
+         f"{r.pipeline_rps:,.0f} reports/s  ({r.pipeline_s:.2f} s)" + ("" if r.completed else "  INCOMPLETE (timed out)")),
         ("  ingest consumed all", f"{r.ingest_done_s:.2f} s"),
         ("  triage caught up", f"{r.triage_done_s:.2f} s"),
         ("pipeline / ceiling", f"{r.ratio:.2f}"),
+        ("pipeline / reference", f"{r.of_reference:.1%}"),
+        ("peak RSS (VmHWM)", ", ".join(f"{k} {v:,.0f} MB" for k, v in r.peak_rss_mb.items()) or "n/a (one process)"),
         ("ingest consumed / published", f"{r.consumed:,} / {r.published:,}"),
         ("duplicates dropped", f"{r.duplicates_dropped:,}  (generated {r.generated_duplicates:,})"),
         ("DLQ", f"{r.dlq:,}  (generated malformed {r.generated_malformed:,}) {r.dlq_reasons}"),
@@ -412,6 +597,7 @@ def table(r: Results) -> str:
         ("signals", f"{r.signals:,}  {r.signals_by_kind}  (notifier consumed {r.notifier_signals:,})"),
         ("incidents created", f"{r.incidents_created:,}  ({r.incidents_in_db:,} rows in db)"),
         (f"target >= {TARGET_RPS:,.0f} reports/s", "MET" if r.target_met else "NOT MET"),
+        (f"target >= {TARGET_OF_REFERENCE:.0%} of the reference", "MET" if r.reference_target_met else "NOT MET"),
     ]
     w = max(len(k) for k, _ in rows)
     line = "-" * (w + 50)
@@ -426,9 +612,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds each measured phase may take (default max(120, N/500))")
+    p.add_argument("--mode", choices=["procs", "inproc"], default="procs",
+                   help="procs: ingest, triage, notifier as 3 processes (default); inproc: one process")
     p.add_argument("--json", action="store_true", help="print the results as JSON only")
     p.add_argument("--profile", metavar="FILE", default=None,
-                   help="cProfile the pipeline phase into FILE (slows it down)")
+                   help="cProfile the pipeline phase into FILE (slows it down; with --mode procs it "
+                        "profiles only this process's watching, not the services)")
     args = p.parse_args(argv)
     if args.reports < 1:
         p.error("--reports must be positive")

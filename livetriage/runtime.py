@@ -36,6 +36,7 @@ from services.triage.metrics import TriageMetrics
 from services.triage.runner import run_triage
 from shared.clock import Clock, SystemClock
 from shared.db import open_engine, wait_for_database
+from shared.looplag import EventLoopLag
 from shared.kafka import open_producer
 from shared.settings import Settings
 
@@ -185,6 +186,8 @@ async def start_services(
                         raise RuntimeError("API server exited at start")
                     await asyncio.sleep(0.02)  # uvicorn exposes no start event
                 running.api_port = server.servers[0].sockets[0].getsockname()[1]
+        # one per process (per registry): how long any of its tasks held the event loop
+        running.tasks.append(asyncio.create_task(EventLoopLag.of(registry).run(stop), name="loop-lag"))
         try:
             yield running
         finally:

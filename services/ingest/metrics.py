@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared.kafka import ConsumerLag
+from shared.looplag import EventLoopLag
 
 
 class IngestMetrics:
@@ -12,6 +13,7 @@ class IngestMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.lag = ConsumerLag.of(registry)
+        self.loop_lag = EventLoopLag.of(registry)
         self.consumed = Counter(
             "livetriage_ingest_reports_consumed", "Raw reports consumed.", registry=registry
         )

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.kafka import ConsumerLag
+from shared.looplag import EventLoopLag
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifier.tables import incidents, notifications
@@ -36,6 +37,7 @@ class NotifierMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.lag = ConsumerLag.of(registry)
+        self.loop_lag = EventLoopLag.of(registry)
         self.signals = Counter(
             "livetriage_notifier_signals_consumed", "Signals consumed.", ["kind"], registry=registry
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.kafka import ConsumerLag
+from shared.looplag import EventLoopLag
 
 
 class TriageMetrics:
@@ -12,6 +13,7 @@ class TriageMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.lag = ConsumerLag.of(registry)
+        self.loop_lag = EventLoopLag.of(registry)
         self.consumed = Counter(
             "livetriage_triage_records_consumed", "Records consumed.", ["stage"], registry=registry
         )
@@ -40,6 +42,11 @@ class TriageMetrics:
         self.trend_records = Counter(
             "livetriage_triage_trend_records_published", "Trend outbox records published.",
             registry=registry,
+        )
+        self.dropped = Counter(
+            "livetriage_triage_records_dropped",
+            "Records triage could never produce (too large, rejected): logged and skipped.",
+            ["record", "reason"], registry=registry,
         )
         self.rewinds = Counter(
             "livetriage_triage_rewinds", "Times state was reloaded from the last checkpoint.",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.faults import DEFAULT_FAULTS, Options, run_suite
+from bench.faults import DEFAULT_FAULTS, Fault, Options, run_suite
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -34,3 +34,21 @@ async def test_mixed_faults_change_no_outcome(pg_admin_url: str, tmp_path: Path)
     assert report.lost == 0
     assert sum(report.faults.values()) == 5
     assert report.incidents >= 3 and report.pages >= 2, "the input must raise incidents and pages"
+
+
+@pytest.mark.timeout(300)
+async def test_a_catch_up_pages_exactly_what_a_live_feed_pages(pg_admin_url: str, tmp_path: Path) -> None:
+    """Found by an outside test: incidents whose open and resolve reached the notifier together
+    (after an outage, or fed fast) were never paged. Against the slow fault-free run: the
+    notifier down while incidents open and resolve, with the input fed as fast as the broker
+    takes it; and the whole input as a backlog before any service starts. Every trigger and
+    resolve page must arrive, once."""
+    report = await run_suite(
+        seed=5, runs=2, kinds=[], mixed=0,
+        plans=[[Fault(0.0, "notifier-outage"), Fault(0.0, "fast-feed")], [Fault(0.0, "backlog")]],
+        opts=Options(log_dir=tmp_path, feed_s=25.0, drain_timeout_s=90.0, pg_admin_url=pg_admin_url),
+    )
+    summary = (f"incidents {report.incidents}, pages {report.pages}, lost = {report.lost}; logs in {tmp_path}")
+    assert report.failures == [], summary + "\n" + "\n".join(report.failures)
+    assert report.faults == {"notifier-outage": 1, "fast-feed": 1, "backlog": 1}
+    assert report.incidents >= 3 and report.pages >= 4, "the input must raise incidents and pages"

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
 
 from livetriage.runtime import ROLES
 
@@ -66,6 +67,16 @@ def _metrics_classes() -> Iterator[type]:
                 yield cls
 
 
+def _metrics_of(obj: object, depth: int = 0) -> Iterator[object]:
+    """The Prometheus metrics an instance holds, also inside the shared helpers it holds
+    (ConsumerLag and its ConsumerErrors, EventLoopLag)."""
+    for value in vars(obj).values():
+        if isinstance(value, MetricWrapperBase):
+            yield value
+        elif depth < 2 and hasattr(value, "__dict__") and type(value).__module__.startswith("shared."):
+            yield from _metrics_of(value, depth + 1)
+
+
 @pytest.fixture(scope="module")
 def exported() -> dict[str, set[str]]:
     """Every series name the services can expose -> its label names."""
@@ -76,8 +87,7 @@ def exported() -> dict[str, set[str]]:
         instance = cls(registry=registry)
         # a labelled metric has no samples until it is used: give every one a child so
         # the registry lists its series and label names
-        for metric in vars(instance).values():
-            metric = getattr(metric, "gauge", metric)  # ConsumerLag wraps its gauge
+        for metric in _metrics_of(instance):
             labelnames = getattr(metric, "_labelnames", ())
             if labelnames:
                 metric.labels(*("x" for _ in labelnames))
