@@ -12,9 +12,12 @@ helpers as ``bench.pipeline``):
 2. ceiling: a bare aiokafka consumer (own group, earliest, getmany max_records=5000) reads
    all N records of the clean topic and orjson-parses each value;
 3. triage: ``run_triage`` (streams + trends stages, checkpointing to Postgres) runs in this
-   process with fresh groups; timed from the first record the streams stage consumed until it
-   has consumed all N. Rate = records consumed after that first observation / elapsed time
-   (the trends stage runs alongside; it is not waited for). Also reported: CPU µs/report of
+   process with fresh groups; timed from the first record the streams stage consumed until
+   the trend stage is done too: the streams checkpoints cover all N and the trends stage has
+   consumed every trend record sent (counted at the producer). Rate = reports consumed after
+   that first observation / elapsed time (the streams stage alone is reported beside it).
+   The event loop's worst lag over the phase is measured by a task sleeping 10 ms in a loop
+   (its overshoot: how long something held the loop). Also reported: CPU µs/report of
    this process in both phases (steadier than wall rates when the machine is shared), signals
    by kind, late reports, checkpoints (count, total and mean seconds) and peak RSS.
 
@@ -94,7 +97,13 @@ class Results:
     triage_startup_s: float = 0.0  # run_triage start -> first record consumed (join, restore)
     triage_s: float = 0.0
     triage_measured_records: int = 0
-    triage_rps: float = 0.0
+    triage_rps: float = 0.0  # both stages: until the trend stage has applied every outbox
+    streams_s: float = 0.0
+    streams_rps: float = 0.0  # the streams stage alone: until it consumed all N
+    trends_done: bool = False
+    trend_records_sent: int = 0
+    loop_lag_max_ms: float = 0.0
+    loop_lag_p99_ms: float = 0.0
     triage_cpu_s: float = 0.0  # CPU time of this process over the measured triage interval
     ratio: float = 0.0
     shutdown_s: float = 0.0
@@ -182,6 +191,65 @@ def _histogram(h: Histogram) -> dict[str, dict[str, float]]:
     for v in out.values():
         v["mean_ms"] = 1000 * v.get("sum_s", 0.0) / v["count"] if v.get("count") else 0.0
     return out
+
+
+class LoopLag:
+    """The event loop's lag: a task sleeping ``every_s`` in a loop records its overshoot (a
+    measurement by sleeping, not a synchronisation)."""
+
+    def __init__(self, every_s: float = 0.01) -> None:
+        self.every_s = every_s
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(self.every_s)
+            self.lags.append(max(0.0, loop.time() - t - self.every_s))
+
+    def start(self) -> None:
+        self.lags.clear()
+        self._task = asyncio.create_task(self._run(), name="loop-lag")
+
+    async def stop(self) -> tuple[float, float]:
+        """(max, p99) lag in ms."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if not self.lags:
+            return 0.0, 0.0
+        lags = sorted(self.lags)
+        return 1000 * lags[-1], 1000 * lags[min(len(lags) - 1, int(0.99 * len(lags)))]
+
+
+class CountingProducer:
+    """The producer run_triage gets, counting what it sends per topic (the bench's view of
+    how many trend records the trend stage has to consume)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.sent: dict[str, int] = {}
+
+    async def send(self, topic: str, *args: Any, **kw: Any) -> Any:
+        fut = await self._inner.send(topic, *args, **kw)
+        self.sent[topic] = self.sent.get(topic, 0) + 1
+        return fut
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def _covered(engine: Any, settings: Settings) -> int:
+    """Clean-topic records covered by the streams stage's checkpoints."""
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        total = await conn.scalar(text(
+            "SELECT coalesce(sum(next_offset), 0) FROM triage_checkpoints WHERE group_id = :g AND topic = :t"
+        ), {"g": settings.triage_group, "t": settings.clean_topic})
+    return int(total or 0)
 
 
 # ---- phases ------------------------------------------------------------------------------
@@ -272,13 +340,19 @@ async def triage(settings: Settings, n: int, timeout_s: float, res: Results, qui
     stop = asyncio.Event()
     metrics = TriageMetrics(CollectorRegistry())
     consumed = metrics.consumed.labels("streams")
-    async with open_producer(settings) as producer, open_engine(settings) as engine:
+    trends_consumed = metrics.consumed.labels("trends")
+    lag = LoopLag()
+    async with open_producer(settings) as inner, open_engine(settings) as engine:
         await wait_for_database(engine)
+        producer = CountingProducer(inner)
         started = time.perf_counter()
         task = asyncio.create_task(
-            run_triage(settings, producer=producer, engine=engine, metrics=metrics, stop=stop),
+            run_triage(settings, producer=producer, engine=engine, metrics=metrics, stop=stop),  # type: ignore[arg-type]
             name="triage",
         )
+        lag.start()
+        streams_end: float | None = None
+        sent_before = -1
         t0: float | None = None
         c0 = 0
         cpu0 = time.process_time()
@@ -295,13 +369,23 @@ async def triage(settings: Settings, n: int, timeout_s: float, res: Results, qui
                     t0, c0, cpu0 = now, c, time.process_time()
                     pauses.reset()
                     res.triage_startup_s = now - started
-                if c >= n:
-                    res.completed = True
-                    break
+                if c >= n and streams_end is None:
+                    streams_end = now
+                if streams_end is not None and await _covered(engine, settings) >= n:
+                    # the last outboxes go out right after the checkpoint covering N: done once
+                    # the count of trend records sent stood still for a poll and all are consumed
+                    sent = producer.sent.get(settings.trends_topic, 0)
+                    if sent == sent_before and 0 < sent <= _value(trends_consumed):
+                        res.completed = res.trends_done = True
+                        break
+                    sent_before = sent
                 if task.done():
                     raise RuntimeError(f"run_triage ended early: {task.exception()!r}")
                 if now > deadline:
-                    log.error("timed out after %.0fs: streams consumed %d/%d", timeout_s, c, n)
+                    log.error("timed out after %.0fs: streams consumed %d/%d, trends %d of %d sent",
+                              timeout_s, c, n, _value(trends_consumed),
+                              producer.sent.get(settings.trends_topic, 0))
+                    res.completed = c >= n
                     break
                 bar.update(c)
                 await asyncio.sleep(POLL_S)  # polling metrics with a deadline
@@ -315,6 +399,10 @@ async def triage(settings: Settings, n: int, timeout_s: float, res: Results, qui
             res.triage_s = end - t0
             res.triage_measured_records = c - c0
             res.triage_rps = res.triage_measured_records / res.triage_s if res.triage_s > 0 else 0.0
+            res.streams_s = (streams_end or end) - t0
+            res.streams_rps = res.triage_measured_records / res.streams_s if res.streams_s > 0 else 0.0
+            res.loop_lag_max_ms, res.loop_lag_p99_ms = await lag.stop()
+            res.trend_records_sent = producer.sent.get(settings.trends_topic, 0)
         finally:
             stop.set()
             t_stop = time.perf_counter()
@@ -416,17 +504,20 @@ def table(r: Results) -> str:
         ("ceiling (bare consumer)", f"{r.ceiling_rps:,.0f} reports/s  ({r.ceiling_s:.2f} s, "
                                     f"{r.ceiling_unparseable} unparseable; "
                                     f"{_us(r.ceiling_cpu_s, r.reports)} CPU µs/report)"),
-        ("triage", f"{r.triage_rps:,.0f} reports/s  "
+        ("triage (streams + trends)", f"{r.triage_rps:,.0f} reports/s  "
                    f"({r.triage_measured_records:,} in {r.triage_s:.2f} s; "
                    f"{_us(r.triage_cpu_s, r.triage_measured_records)} CPU µs/report)"
-                   + ("" if r.completed else "  INCOMPLETE (timed out)")),
+                   + ("" if r.completed else "  INCOMPLETE (timed out)")
+                   + ("" if r.trends_done else "  (trend stage not done)")),
+        ("  streams stage alone", f"{r.streams_rps:,.0f} reports/s  ({r.streams_s:.2f} s)"),
+        ("  event-loop lag", f"max {r.loop_lag_max_ms:,.1f} ms  (p99 {r.loop_lag_p99_ms:,.1f} ms)"),
         ("  startup (join+restore)", f"{r.triage_startup_s:.2f} s"),
         ("  shutdown (final ckpt)", f"{r.shutdown_s:.2f} s"),
         ("triage / ceiling", f"{r.ratio:.3f}  ({r.ratio:.1%})"),
         ("streams consumed / late", f"{r.consumed:,} / {r.late:,}  (replayed {r.replayed}, invalid "
                                     f"{r.invalid}, rewinds {r.rewinds}, "
                                     f"keys held {r.keys_held:,})"),
-        ("trends consumed", f"{r.trends_consumed:,}"),
+        ("trends consumed", f"{r.trends_consumed:,}  (of {r.trend_records_sent:,} trend records sent)"),
         ("signals", f"{r.signals:,}  {r.signals_by_kind}"),
         ("checkpoints", cps),
         ("GC passes (triage phase)", "  ".join(f"gen{g}: {n} in {s:.2f} s"

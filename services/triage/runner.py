@@ -10,8 +10,11 @@ is restored from its checkpoint and the consumer seeks to that offset, so a rest
 rebalance replays exactly what the state has not seen. Signals are produced before the
 checkpoint; replays re-produce them with the same deterministic ids, which the notifier
 applies once. Trend outboxes are published after the checkpoint commits (an outbox in the
-checkpoint row), numbered per source partition so the trend stage applies each once.
-On any failure the runner rewinds: it reloads every task from its checkpoint.
+checkpoint row), numbered per source partition so the trend stage applies each once, and cut
+into parts of at most ``state_record_max_bytes`` (a backlog puts hours of tallies in one).
+On any failure the runner rewinds: it reloads every task from its checkpoint; but a record
+that can never be produced (too large, rejected: ``produce.permanent_reason``) is logged,
+counted and dropped, or replaying would re-send it for ever.
 """
 
 from __future__ import annotations
@@ -31,19 +34,45 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.triage.detector import DetectorConfig
 from services.triage.metrics import TriageMetrics
+from services.triage.produce import permanent_reason, settle
 from services.triage.scoring import ScoringConfig
 from services.triage.state import Checkpoint, TriageStore
 from services.triage.streams import StreamTask
-from services.triage.trends import TrendTask
+from services.triage.trends import TrendTask, outbox_records
 from shared.errors import retryable_types
 from shared.events import Signal
-from shared.kafka import Record, backoff_s, dlq_headers, open_consumer
+from shared.kafka import Record, backoff_s, dlq_headers, dlq_topic, open_consumer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 SRC_HEADER = "lt.src"
 FORGET_EVERY_S = 600.0
 BASELINE_TTL_MS = 7 * 24 * 3600 * 1000
+
+
+OnPermanent = Callable[[str, BaseException], None]
+
+
+def dropper(m: TriageMetrics, record: str) -> OnPermanent:
+    """What to do with a ``record`` kind that can never be produced: log it, count it."""
+    def on_permanent(reason: str, exc: BaseException) -> None:
+        m.dropped.labels(record, reason).inc()
+        log.error("triage: dropped a %s record that can never be produced (%s): %r", record, reason, exc)
+    return on_permanent
+
+
+async def send_or_drop(producer: AIOKafkaProducer, on_permanent: OnPermanent, topic: str,
+                       value: bytes | None, **kw: Any) -> asyncio.Future[Any] | None:
+    """``producer.send``, but a record refused for good (aiokafka refuses one over
+    max_request_size before sending it) is handed to ``on_permanent`` instead of raising."""
+    try:
+        return await producer.send(topic, value, **kw)
+    except Exception as exc:
+        reason = permanent_reason(exc)
+        if reason is None:
+            raise
+        on_permanent(reason, exc)
+        return None
 
 
 def detector_config(s: Settings) -> DetectorConfig:
@@ -67,6 +96,7 @@ def detector_config(s: Settings) -> DetectorConfig:
         open_log10_p=s.spike_open_log10_p,
         budget_exponent=s.spike_budget_exponent,
         max_dispersion=s.spike_max_dispersion,
+        progress_every_s=s.progress_every_s,
         scoring=ScoringConfig(critical_score=s.critical_score, severity_thresholds=s.severity_thresholds),
     )
 
@@ -81,6 +111,7 @@ class Stage(Protocol):
     def new(self, partition: int) -> Any: ...
     async def apply(self, task: Any, records: list[Record]) -> list[Signal]: ...
     def take_outbox(self, task: Any) -> dict[str, Any] | None: ...
+    def outbox_items(self, task: Any) -> int: ...
     async def publish(self, outboxes: list[dict[str, Any]]) -> None: ...
 
 
@@ -95,6 +126,8 @@ class StreamsStage:
         self.topic = s.clean_topic
         self.group_id = s.triage_group
         self._trend_parts: int | None = None
+        self._drop_dlq = dropper(metrics, "dlq")
+        self._drop_trend = dropper(metrics, "trend")
 
     def new(self, partition: int) -> StreamTask:
         return StreamTask(self.cfg, partition)
@@ -121,10 +154,7 @@ class StreamsStage:
                     missing.add(key)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 self.m.invalid.inc()
-                await (await self.producer.send(
-                    self.s.clean_topic + ".dlq", rec.value, key=rec.key,
-                    headers=dlq_headers(rec, "unreadable_clean_report", repr(exc)[:300]),
-                ))
+                await self._dead_letter(rec, repr(exc)[:300])
         stored = await self.store.baselines(missing) if missing else {}
         out: list[Signal] = []
         late, replayed = task.late, task.replayed
@@ -137,8 +167,34 @@ class StreamsStage:
         self.m.replayed.labels(self.name).inc(task.replayed - replayed)
         return out
 
+    async def _dead_letter(self, rec: Record, detail: str) -> None:
+        """The record to the clean topic's DLQ; if the copy itself can never be produced (the
+        headers pushed it past the limit), its headers alone: they say where the original is."""
+        topic = dlq_topic(self.s.clean_topic)
+        headers = dlq_headers(rec, "unreadable_clean_report", detail)
+        refused: list[str] = []
+        fut = await send_or_drop(self.producer, lambda r, _e: refused.append(r), topic, rec.value,
+                                 key=rec.key, headers=headers)
+        if fut is not None:
+            try:
+                await fut
+            except Exception as exc:
+                reason = permanent_reason(exc)
+                if reason is None:
+                    raise
+                refused.append(reason)
+        if refused:
+            self.m.dropped.labels("dlq_value", refused[0]).inc()
+            headers = [*headers, ("lt.dlq.value_dropped", refused[0].encode())]
+            fut = await send_or_drop(self.producer, self._drop_dlq, topic, None, key=rec.key, headers=headers)
+            if fut is not None:
+                await settle([fut], self._drop_dlq)
+
     def take_outbox(self, task: StreamTask) -> dict[str, Any]:
         return task.take_trend_outbox()
+
+    def outbox_items(self, task: StreamTask) -> int:
+        return len(task.trend_out)
 
     async def publish(self, outboxes: list[dict[str, Any]]) -> None:
         if not outboxes:
@@ -153,9 +209,12 @@ class StreamsStage:
                 key = "\x1f".join(item[0]).encode()
                 by_part[(murmur2(key) & 0x7FFFFFFF) % n].append(item)
             for p in range(n):  # every partition hears the watermark, data or not
-                value = orjson.dumps({**ob, "items": by_part[p]})
-                futures.append(await self.producer.send(self.s.trends_topic, value, partition=p))
-        await asyncio.gather(*futures)
+                for value in outbox_records(ob, by_part[p], self.s.state_record_max_bytes):
+                    fut = await send_or_drop(self.producer, self._drop_trend, self.s.trends_topic, value,
+                                             partition=p)
+                    if fut is not None:
+                        futures.append(fut)
+        await settle(futures, self._drop_trend)
         self.m.trend_records.inc(len(futures))
 
 
@@ -198,6 +257,9 @@ class TrendsStage:
     def take_outbox(self, task: TrendTask) -> None:
         return None
 
+    def outbox_items(self, task: TrendTask) -> int:
+        return 0
+
     async def publish(self, outboxes: list[dict[str, Any]]) -> None:
         return None
 
@@ -239,6 +301,7 @@ class PartitionedRunner:
         self._saving: asyncio.Task[None] | None = None  # the checkpoint being written
         self.consumer: AIOKafkaConsumer | None = None
         self._retryable = retryable_types()
+        self._drop_signal = dropper(metrics, "signal")
 
     # ---- rebalance ----------------------------------------------------------------------
 
@@ -317,8 +380,7 @@ class PartitionedRunner:
 
     async def _settle_in_flight(self) -> None:
         futures, self.in_flight = self.in_flight, []
-        if futures:
-            await asyncio.gather(*futures)
+        await settle(futures, self._drop_signal)
 
     async def checkpoint(self, parts: list[int], *, wait: bool = True) -> None:
         """Persist the dirty ones of ``parts`` (a clean task's state is already on disk).
@@ -366,8 +428,7 @@ class PartitionedRunner:
         outboxes: list[dict[str, Any]],
         started: float,
     ) -> None:
-        if acks:
-            await asyncio.gather(*acks)
+        await settle(acks, self._drop_signal)
         await self.store.save(self.stage.topic, cps, evicted)
         await self.stage.publish(outboxes)
         self.last_checkpoint = time.monotonic()
@@ -414,17 +475,27 @@ class PartitionedRunner:
                                        "severity": sig.severity.value, "report_ids": sig.sample_report_ids})
             # acks are awaited before the next checkpoint, not here: the checkpoint is what
             # makes the input "done", and until then a crash replays (and re-sends) it anyway
-            self.in_flight.append(await self.producer.send(
-                self.s.signals_topic, sig.model_dump_json().encode(), key=sig.dedup_key.encode()
-            ))
+            fut = await send_or_drop(self.producer, self._drop_signal, self.s.signals_topic,
+                                     sig.model_dump_json().encode(), key=sig.dedup_key.encode())
+            if fut is not None:
+                self.in_flight.append(fut)
         if len(self.in_flight) > 10_000:
             await self._settle_in_flight()
-        if self.dirty and self._saving is None and now - self.last_checkpoint >= self.s.checkpoint_interval_s:
+        if self.dirty and self._saving is None and (
+            now - self.last_checkpoint >= self.s.checkpoint_interval_s or self._outbox_full()
+        ):
             await self.checkpoint(sorted(self.dirty), wait=False)
         if now - self.last_forget >= FORGET_EVERY_S:
             await self._forget_old_baselines()
             self.last_forget = now
         self.m.keys.labels(self.stage.name).set(sum(len(t.detector.keys) for t in self.tasks.values()))
+
+    def _outbox_full(self) -> bool:
+        """A partition's trend outbox is big enough to go now: on a backlog, event time runs far
+        ahead of the wall-clock checkpoint interval, and an outbox spanning hours would hold
+        the trend stage back for as long (and need many records)."""
+        limit = self.s.trend_outbox_max_items
+        return any(self.stage.outbox_items(t) >= limit for p, t in self.tasks.items() if p in self.dirty)
 
     async def _forget_old_baselines(self) -> None:
         """Baselines of keys silent for BASELINE_TTL (event time) go: a million one-off

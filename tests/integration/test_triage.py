@@ -81,11 +81,12 @@ async def checkpointed(settings: Settings, engine: Any, topic: str, group: str) 
 
 
 async def run_until(settings: Settings, n: int, *, instances: int = 1,
-                    crash_when: Callable[[TriageMetrics], bool] | None = None) -> list[TriageMetrics]:
+                    crash_when: Callable[[TriageMetrics], bool] | None = None,
+                    **producer_overrides: Any) -> list[TriageMetrics]:
     """Run triage until the checkpoints cover all ``n`` clean reports and every trend
     outbox; with ``crash_when``, first kill one instance abruptly (no final checkpoint)."""
     metrics: list[TriageMetrics] = []
-    async with open_engine(settings) as engine, open_producer(settings) as producer:
+    async with open_engine(settings) as engine, open_producer(settings, **producer_overrides) as producer:
         # an earlier run drained what it published; count on from there
         before = await checkpointed(settings, engine, settings.trends_topic, settings.trend_group)
 
@@ -116,9 +117,11 @@ async def run_until(settings: Settings, n: int, *, instances: int = 1,
         drain, stop = start()
 
         async def trends_done() -> bool:
-            published = sum(m.trend_records._value.get() for m in metrics)
+            # what is on the topic, read back: an instance cancelled while publishing may have
+            # put records there that its counter never saw (acks it did not wait for)
+            on_topic = len(await records_of(settings, settings.trends_topic))
             done = await checkpointed(settings, engine, settings.trends_topic, settings.trend_group)
-            return published > 0 and done == before + published
+            return on_topic > before and done == on_topic
 
         await eventually(trends_done, timeout=60, what="trend checkpoints cover every outbox")
         stop.set()
@@ -126,31 +129,38 @@ async def run_until(settings: Settings, n: int, *, instances: int = 1,
     return metrics
 
 
-async def signals_of(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Signals on the topic, by id (a replay may re-produce some: same id, same content)."""
+async def records_of(settings: Settings, topic: str) -> list[Any]:
+    """Every record on ``topic``, read back (tansu's end offsets can trail the real end)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer.topics()
-        tps = [TopicPartition(settings.signals_topic, p) for p in consumer.partitions_for_topic(settings.signals_topic)]
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        out: dict[str, dict[str, Any]] = {}
+        out: list[Any] = []
         empty = 0
         while empty < 3:
             batch = await consumer.getmany(timeout_ms=300)
             if not batch:
                 empty += 1
             for recs in batch.values():
-                for r in recs:
-                    sig = orjson.loads(r.value)
-                    prev = out.setdefault(sig["signal_id"], sig)
-                    assert prev == sig, f"same id, different content: {prev} vs {sig}"
+                out.extend(recs)
         return out
     finally:
         await consumer.stop()
+
+
+async def signals_of(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Signals on the topic, by id (a replay may re-produce some: same id, same content)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in await records_of(settings, settings.signals_topic):
+        sig = orjson.loads(r.value)
+        prev = out.setdefault(sig["signal_id"], sig)
+        assert prev == sig, f"same id, different content: {prev} vs {sig}"
+    return out
 
 
 async def fresh(broker: str, database_url: str) -> Settings:
@@ -261,3 +271,53 @@ async def test_evicted_baselines_are_found_while_their_checkpoint_is_being_writt
         assert tuple(got) == row
         assert await store.baselines([key]) == {key: row}
         assert (await store.load("t", [0]))[0].snapshot == {"x": 1}
+
+
+async def test_outboxes_past_the_record_limit_go_in_parts_with_the_same_signals(
+    broker: str, database_url: str, reports: list[dict[str, Any]], reference: dict[str, Any]
+) -> None:
+    """A backlog read in one go puts all 20 minutes of trend tallies in one outbox, far past a
+    producer limit of 8 KiB (as 44 h of them were past 1 MB): it goes in parts under 4 KiB."""
+    limit = 4096
+    s = make_settings(broker, database_url, batch_max_records=5000, checkpoint_interval_s=1.0,
+                      state_record_max_bytes=limit)
+    await ensure_topics(s)
+    await publish_clean(s, reports)
+    metrics = await run_until(s, len(reports), max_request_size=2 * limit)
+    assert spikes(await signals_of(s)) == spikes(reference["signals"])
+    published = int(sum(m.trend_records._value.get() for m in metrics))
+    records = await read_topic(s, s.trends_topic, expect=published)
+    assert len(records) == published and all(len(r.value) <= limit for r in records)
+    parts = [orjson.loads(r.value) for r in records]
+    assert max(p.get("parts", 1) for p in parts) > 3  # one outbox's share was cut in several
+    assert sum(m.rewinds.labels(st)._value.get() for m in metrics for st in ("streams", "trends")) == 0
+    assert sum(m.late.labels("trends")._value.get() for m in metrics) == 0
+
+
+async def test_a_record_that_can_never_be_produced_is_dropped_not_retried(
+    broker: str, database_url: str, reports: list[dict[str, Any]]
+) -> None:
+    """Signals and trend records over the producer's max_request_size: counted and dropped;
+    the stage moves on (it used to rewind and re-send the same record for ever)."""
+    s = make_settings(broker, database_url, batch_max_records=5000, state_record_max_bytes=4096)
+    await ensure_topics(s)
+    await publish_clean(s, reports)
+    m = TriageMetrics(CollectorRegistry())
+    stop = asyncio.Event()
+    async with open_engine(s) as engine, open_producer(s, max_request_size=1024) as producer:
+        task = asyncio.create_task(run_triage(s, producer=producer, engine=engine, metrics=m, stop=stop))
+
+        async def streams_done() -> bool:
+            return await checkpointed(s, engine, s.clean_topic, s.triage_group) == len(reports)
+
+        await eventually(streams_done, timeout=60, what="stream checkpoints cover every report")
+        stop.set()
+        await task
+    dropped = {labels[0]: v for labels, v in _samples(m.dropped)}
+    assert dropped.get("signal", 0) > 0 and dropped.get("trend", 0) > 0
+    assert m.rewinds.labels("streams")._value.get() == 0
+
+
+def _samples(counter: Any) -> list[tuple[tuple[str, ...], float]]:
+    return [(tuple(s.labels.values()), s.value) for metric in counter.collect() for s in metric.samples
+            if s.name.endswith("_total")]

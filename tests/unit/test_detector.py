@@ -396,8 +396,9 @@ def test_the_service_config_carries_every_detector_setting() -> None:
     from shared.settings import Settings
 
     cfg = detector_config(Settings(spike_scan_windows_s=(30,), spike_open_log10_p=7.0, spike_max_dispersion=0.5,
-                                   spike_budget_exponent=1.5))
+                                   spike_budget_exponent=1.5, progress_every_s=120))
     assert (cfg.scan_windows_s, cfg.open_log10_p, cfg.max_dispersion, cfg.budget_exponent) == ((30,), 7.0, 0.5, 1.5)
+    assert cfg.progress_every_s == 120
 
 
 def test_budget_split_over_window_lengths() -> None:
