@@ -30,9 +30,21 @@ class Baseline:
         self.n += 1
 
     def observe_zeros(self, m: int, alpha: float, limit: int = 5_000) -> None:
-        """``m`` quiet windows in a row (an evicted key coming back). Exact up to ``limit``."""
-        for _ in range(min(m, limit)):
+        """``m`` quiet windows in a row (an idle key, or an evicted one coming back), at most
+        ``limit``. In closed form once the weight is ``alpha``: with q = (1 - alpha)**m the
+        mean becomes q * mean and the variance q * (var + mean**2 * (1 - q)). A backlog closes
+        hours of windows at once for every idle key: one window at a time was a quarter of
+        triage's time there."""
+        m = min(m, limit)
+        while m > 0 and self.n + 1 < 1.0 / alpha:  # the prior still weighs more: step by step
             self.observe(0.0, alpha)
+            m -= 1
+        if m <= 0:
+            return
+        q = (1.0 - alpha) ** m
+        self.var = q * (self.var + self.mean * self.mean * (1.0 - q))
+        self.mean *= q
+        self.n += m
 
     def z(self, x: float, var_floor: float) -> float:
         """How unusual a count is: a z-score whose variance is at least the mean (Poisson)

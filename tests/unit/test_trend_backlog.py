@@ -71,6 +71,13 @@ def aged(rows: dict[tuple[str, ...], BaselineRow], to: dict[tuple[str, ...], Bas
     return out
 
 
+def close(a: dict[Any, tuple[Any, ...]], b: dict[Any, tuple[Any, ...]]) -> bool:
+    """The same keys, their (mean, var, n[, closed]) equal up to floating-point rounding."""
+    return a.keys() == b.keys() and all(
+        len(a[k]) == len(b[k]) and all(x == pytest.approx(y, rel=1e-9, abs=1e-12) for x, y in zip(a[k], b[k], strict=True))
+        for k in a)
+
+
 @pytest.mark.parametrize(("seed", "outbox_hours"), [(0, 0.5), (1, 1.5), (2, 3.0), (3, 1.0)])
 def test_a_backlog_gives_the_signals_and_baselines_of_feeding_every_pane_at_once(
     seed: int, outbox_hours: float
@@ -81,9 +88,11 @@ def test_a_backlog_gives_the_signals_and_baselines_of_feeding_every_pane_at_once
     assert sorted(s.signal_id for s in sigs) == sorted(s.signal_id for s in ref_sigs)
     assert any(s.kind == "trend" for s in sigs) and any(s.kind == "resolve" for s in sigs)
     assert task.late == ref_late == 0
-    assert {k: ks.base.dump() for k, ks in task.detector.keys.items()} == ref["bases"]
+    # baselines equal up to rounding: quiet stretches are applied in closed form, and where a
+    # backlog cuts them changes the last bits (never a decision: the signals above are equal)
+    assert close({k: ks.base.dump() for k, ks in task.detector.keys.items()}, ref["bases"])
     assert store.keys() == ref["store"].keys()  # the same keys were evicted ...
-    assert aged(store, ref["store"]) == ref["store"]  # ... with the same baselines
+    assert close(aged(store, ref["store"]), ref["store"])  # ... with the same baselines
     assert task.pending_panes() == 0
 
 
