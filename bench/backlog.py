@@ -475,7 +475,7 @@ def phase_table(r: PhaseResult) -> str:
         ("end to end", f"{r.e2e_rps:,.0f} reports/s"),
         ("longest pause with work waiting", ", ".join(
             f"{k} {v:.1f} s (from +{r.pause_at.get(k, 0):.1f} s)" for k, v in r.longest_pause.items())),
-        ("event-loop lag (worst)", "; ".join(f"{k}: {v}" for k, v in r.loop_lag.items())
+        ("event-loop lag (worst)", ", ".join(f"{k} {v['worst_s']:.2f} s" for k, v in r.loop_lag.items())
          or "not exposed by the services"),
         ("peak RSS (VmHWM)", ", ".join(f"{k} {fmt_mb(v)}" for k, v in r.peak_rss_kb.items())),
         ("triage checkpoints", per(r.checkpoints)),

@@ -134,9 +134,9 @@ def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
 
 
 def loop_lag_metrics(samples: Samples) -> dict[str, float]:
-    """Any event-loop lag gauge a service exposes (none did when this was written)."""
-    return {f"{n}{dict(lab) or ''}": v for (n, lab), v in samples.items()
-            if "loop" in n and ("lag" in n or "delay" in n or "block" in n)}
+    """The worst event-loop lag since the process started (``shared.looplag``), in seconds."""
+    return {"worst_s": round(v, 3) for (n, _), v in samples.items()
+            if n == "livetriage_event_loop_lag_max_seconds"}
 
 
 @dataclass
