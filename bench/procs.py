@@ -27,7 +27,6 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import uvicorn
@@ -135,8 +134,8 @@ def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
 
 def loop_lag_metrics(samples: Samples) -> dict[str, float]:
     """The worst event-loop lag since the process started (``shared.looplag``), in seconds."""
-    return {"worst_s": round(v, 3) for (n, _), v in samples.items()
-            if n == "livetriage_event_loop_lag_max_seconds"}
+    worst = [v for (n, _), v in samples.items() if n == "livetriage_event_loop_lag_max_seconds"]
+    return {"worst_s": round(max(worst), 3)} if worst else {}
 
 
 @dataclass
