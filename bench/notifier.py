@@ -6,7 +6,7 @@ asyncpg insert of the same rows measured in the same run (the ceiling).
 The storm is what the outside replay saw: ~97% ``progress`` signals (a closed window of an
 open spike, each with its chart points), the rest opens, severity rises and resolves of a few
 hundred incidents. Each batch goes through ``SignalApplier.handle`` (JSON parse, apply in one
-transaction, metrics) on a throwaway database on 127.0.0.1:5432 (or ``DATABASE_URL``'s server).
+transaction, metrics) on a throwaway database on 127.0.0.1:5432.
 The baseline inserts one row per signal (its id, kind, key and JSON payload) with asyncpg's
 ``executemany`` into a table of the same shape, one transaction per batch.
 """
@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +24,7 @@ import asyncpg
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from livetriage.embedded import with_database
+from bench.pipeline import throwaway_database
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.routing import Routing
 from services.notifier.runner import SignalApplier
@@ -78,24 +76,6 @@ def records(signals: list[Signal], topic: str) -> list[ConsumerRecord]:  # type:
     ]
 
 
-async def scratch(admin: str) -> str:
-    name = f"lt_bench_notifier_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return name
-
-
-async def drop(admin: str, name: str) -> None:
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 async def run_livetriage(url: str, signals: list[Signal], batch: int) -> float:
     s = Settings(database_url=url)
     recs = records(signals, s.signals_topic)
@@ -134,19 +114,13 @@ async def main() -> None:
     ap.add_argument("--batch", type=int, default=5000, help="records per batch (the notifier's default)")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    admin = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
     signals = storm(args.signals, args.incidents, args.seed)
     kinds = {k: sum(1 for s in signals if s.kind == k) for k in ("spike", "progress", "resolve")}
     print(f"storm: {len(signals):,} signals ({kinds}), batches of {args.batch}")
-    names = [await scratch(admin), await scratch(admin)]
-    try:
-        url_lt, url_raw = (with_database(admin, n) for n in names)
+    async with throwaway_database() as url_lt, throwaway_database() as url_raw:
         await asyncio.to_thread(migrate, url_lt)
         raw_s = await run_raw(url_raw, signals, args.batch)
         lt_s = await run_livetriage(url_lt, signals, args.batch)
-    finally:
-        for n in names:
-            await drop(admin, n)
     raw_rate, lt_rate = len(signals) / raw_s, len(signals) / lt_s
     print(f"raw asyncpg insert (baseline): {raw_rate:,.0f} signals/s")
     print(f"livetriage notifier:           {lt_rate:,.0f} signals/s  "

@@ -41,6 +41,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -235,12 +236,14 @@ async def preload(settings: Settings, records: list[tuple[bytes, bytes]], quiet:
     return time.perf_counter() - t0
 
 
-async def ceiling(settings: Settings, n: int, timeout_s: float) -> tuple[float, int]:
-    """Seconds for a bare consumer to read (and orjson-parse) all n reports; unparseable count."""
+async def timed_read(settings: Settings, n: int, timeout_s: float, who: str,
+                     on_batch: Callable[[list[Any]], None]) -> float:
+    """Seconds (from the first record) for a plain aiokafka consumer to read all n reports,
+    each batch handed to ``on_batch``; the loop both baselines share."""
     consumer = AIOKafkaConsumer(
         settings.reports_topic,
         bootstrap_servers=settings.require_kafka(),
-        group_id=f"{settings.ingest_group}-ceiling",
+        group_id=f"{settings.ingest_group}-{who}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         session_timeout_ms=6000,
@@ -249,26 +252,36 @@ async def ceiling(settings: Settings, n: int, timeout_s: float) -> tuple[float, 
     )
     await consumer.start()
     try:
-        count = bad = 0
+        count = 0
         first: float | None = None
         deadline = time.perf_counter() + timeout_s
         while count < n:
             if time.perf_counter() > deadline:
-                raise TimeoutError(f"ceiling consumer read {count}/{n} records in {timeout_s:.0f}s")
+                raise TimeoutError(f"{who} consumer read {count}/{n} records in {timeout_s:.0f}s")
             batches = await consumer.getmany(timeout_ms=200, max_records=5000)
             for recs in batches.values():
                 if first is None and recs:
                     first = time.perf_counter()
-                for r in recs:
-                    try:
-                        orjson.loads(r.value)  # type: ignore[arg-type]
-                    except orjson.JSONDecodeError:
-                        bad += 1
+                on_batch(recs)
                 count += len(recs)
         assert first is not None
-        return time.perf_counter() - first, bad
+        return time.perf_counter() - first
     finally:
         await consumer.stop()
+
+
+async def ceiling(settings: Settings, n: int, timeout_s: float) -> tuple[float, int]:
+    """Seconds for a bare consumer to read (and orjson-parse) all n reports; unparseable count."""
+    bad = [0]
+
+    def parse(recs: list[Any]) -> None:
+        for r in recs:
+            try:
+                orjson.loads(r.value)
+            except orjson.JSONDecodeError:
+                bad[0] += 1
+
+    return await timed_read(settings, n, timeout_s, "ceiling", parse), bad[0]
 
 
 class PaneCounter:
@@ -326,43 +339,21 @@ def _event_ms(doc: object) -> tuple[str, int] | None:
 async def reference(settings: Settings, n: int, timeout_s: float) -> tuple[float, PaneCounter]:
     """Seconds for a hand-written aiokafka loop to read all n reports and count them into
     hopping windows per stream key (``PaneCounter``)."""
-    consumer = AIOKafkaConsumer(
-        settings.reports_topic,
-        bootstrap_servers=settings.require_kafka(),
-        group_id=f"{settings.ingest_group}-reference",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=500,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
     counter = PaneCounter()
-    await consumer.start()
-    try:
-        count = 0
-        first: float | None = None
-        deadline = time.perf_counter() + timeout_s
-        while count < n:
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"reference consumer read {count}/{n} records in {timeout_s:.0f}s")
-            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-            for recs in batches.values():
-                if first is None and recs:
-                    first = time.perf_counter()
-                for r in recs:
-                    try:
-                        got = _event_ms(orjson.loads(r.value))  # type: ignore[arg-type]
-                    except orjson.JSONDecodeError:
-                        continue
-                    if got is not None:
-                        counter.add(*got)
-                count += len(recs)
-            counter.advance()
-        counter.advance(final=True)
-        assert first is not None
-        return time.perf_counter() - first, counter
-    finally:
-        await consumer.stop()
+
+    def count(recs: list[Any]) -> None:
+        for r in recs:
+            try:
+                got = _event_ms(orjson.loads(r.value))
+            except orjson.JSONDecodeError:
+                continue
+            if got is not None:
+                counter.add(*got)
+        counter.advance()
+
+    seconds = await timed_read(settings, n, timeout_s, "reference", count)
+    counter.advance(final=True)
+    return seconds, counter
 
 
 async def pipeline_procs(settings: Settings, n: int, timeout_s: float, res: Results, quiet: bool,
