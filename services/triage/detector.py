@@ -140,7 +140,7 @@ class KeyState:
     __slots__ = ("panes", "base", "in_spike", "opened_end", "tier", "quiet", "last_ms", "viewers",
                  "samples", "peak", "born", "wend", "wraw", "next_raw", "next_end",
                  "gend", "gcur", "gneed", "gprior", "gscales", "gfull", "gpre", "clear_from",
-                 "pend", "pbucket")
+                 "pend", "pbucket", "zfrom")
 
     def __init__(self, base: Baseline, born: int | None = None) -> None:
         # A new key's baseline learns from the first window holding its data on, however
@@ -171,6 +171,9 @@ class KeyState:
         # two its count was in (progress goes out when that changes, or once a minute)
         self.pend = 0
         self.pbucket = 0
+        # checkpointed: an idle key (no panes, no spike) is not visited as windows close; its
+        # quiet windows from ``zfrom`` on are owed (0: none), applied when it is next needed
+        self.zfrom = 0
         # a cache, not checkpointed (early test): for the pane ending at ``gend``, its count
         # ``gcur``, the count of the window_s window before it ``gprior``, and ``gneed``, the
         # least ``gcur`` at which a test could pass (recomputed when the baseline moves)
@@ -187,6 +190,7 @@ class KeyState:
             [(p, t.dump()) for p, t in self.panes.items()], self.base.dump(), self.in_spike,
             self.opened_end, self.tier, self.quiet, self.last_ms, self.viewers, self.samples, self.peak,
             self.born, self.next_raw, self.next_end, self.clear_from, self.pend, self.pbucket,
+            self.zfrom,
         ]
 
     @classmethod
@@ -202,6 +206,8 @@ class KeyState:
             ks.clear_from = d[13]
         if len(d) > 15:
             ks.pend, ks.pbucket = d[14], d[15]
+        if len(d) > 16:
+            ks.zfrom = d[16]
         ks.samples = list(ks.samples)
         return ks
 
@@ -231,6 +237,8 @@ class Decision:
 
 
 SAMPLES = 10
+# how often (event time) idle keys are checked for eviction; they are not visited per window
+SWEEP_MS = 60_000
 
 
 class KeyedDetector:
@@ -253,6 +261,11 @@ class KeyedDetector:
         self.keys: dict[tuple[str, ...], KeyState] = {}
         self.closed_through: int | None = None
         self.evicted: dict[tuple[str, ...], BaselineRow] = {}
+        # keys with nothing in any window and no spike: skipped as windows close (a backlog
+        # closes hours of windows, and walking every idle key at every hop was most of its
+        # time), their quiet windows applied at once when they are next needed
+        self.idle: dict[tuple[str, ...], KeyState] = {}
+        self._swept = 0
         self._alpha = cfg.alpha
         self._hop = cfg.hop_ms  # plain attributes: this is read for every report
         self._window_ms = cfg.window_ms
@@ -274,9 +287,36 @@ class KeyedDetector:
         """True if the key's baseline may live in the store (not in memory, not just evicted)."""
         return key not in self.keys and key not in self.evicted
 
+    def _settle(self, ks: KeyState, through: int) -> None:
+        """Apply an idle key's owed quiet windows, through the window ending at ``through``."""
+        if ks.zfrom and ks.zfrom <= through:
+            ks.base.observe_zeros((through - ks.zfrom) // self._hop + 1, self._alpha)
+        ks.zfrom = through + self._hop
+
+    def _wake(self, key: tuple[str, ...], ks: KeyState) -> None:
+        """An idle key gets data again: settle it and have windows visit it again."""
+        if self.closed_through is not None:
+            self._settle(ks, self.closed_through)
+            keep_from = self.closed_through + self._hop - self._keep_ms  # as visits would have
+            if ks.panes:
+                for p in [p for p in ks.panes if p < keep_from]:
+                    del ks.panes[p]
+        ks.zfrom = 0
+        self.idle.pop(key, None)
+        ks.gfull = False  # the baseline moved: the gate's bound is stale
+        ks.gneed = ks.gpre
+
+    def settle(self) -> None:
+        """Bring every idle key's baseline up to ``closed_through`` (for a dump or a reader)."""
+        if self.closed_through is not None:
+            for ks in self.idle.values():
+                self._settle(ks, self.closed_through)
+
     def state(self, key: tuple[str, ...], viewers: int, stored: BaselineRow | None, pane: int) -> KeyState:
         ks = self.keys.get(key)
         if ks is not None:
+            if ks.zfrom:
+                self._wake(key, ks)
             if ks.born is not None and pane < ks.born:
                 ks.born = pane
             return ks
@@ -310,6 +350,8 @@ class KeyedDetector:
         ks = self.keys.get(key)
         if ks is None or (ks.born is not None and pane < ks.born):
             ks = self.state(key, viewers, stored, pane)
+        elif ks.zfrom:
+            self._wake(key, ks)
         t = ks.panes.get(pane)
         if t is None:
             t = ks.panes[pane] = Tally()
@@ -603,8 +645,17 @@ class KeyedDetector:
         self.closed_through = last
         evict_before = last - cfg.idle_evict_s * 1000
         keep = self._keep_ms
+        window = self._window_ms
         n_keep = (keep + cfg.grace_ms) // hop + 2  # panes a key holds: its longest window, grace
-        for key in list(self.keys):
+        idle = self.idle
+        if idle and last // SWEEP_MS != self._swept // SWEEP_MS:  # on event time, not on calls
+            self._swept = last
+            for key, ks in list(idle.items()):
+                if ks.last_ms < evict_before:  # its panes are past any window too
+                    self._settle(ks, last)
+                    del idle[key], self.keys[key]
+                    self.evicted[key] = (*ks.base.dump(), last)
+        for key in [k for k in self.keys if k not in idle]:
             ks = self.keys[key]
             if ks.gfull:  # the baseline (or the spike state) may change: back to the bound
                 ks.gfull = False
@@ -612,10 +663,20 @@ class KeyedDetector:
             b = first
             if ks.born is not None:
                 b = max(b, ks.born + hop)  # windows before the key's first data are not its history
+            # no report arrives while windows close: past the newest pane's window, every
+            # window to ``last`` is empty (a key with one report closes ~30 windows that way)
+            quiet_from = max(ks.panes) + window if ks.panes else first
             while b <= last:
-                if not ks.panes and not ks.in_spike:
-                    # nothing left in any window: the rest are quiet windows
+                if not ks.in_spike and (not ks.panes or b > quiet_from):
+                    # nothing in any window from here on: the rest are quiet windows, and the
+                    # key is idle (not visited) until a report wakes it
                     ks.base.observe_zeros((last - b) // hop + 1, self._alpha)
+                    keep_from = last + hop - keep
+                    for p in [p for p in ks.panes if p < keep_from]:
+                        del ks.panes[p]
+                    if ks.panes or ks.last_ms >= evict_before:
+                        ks.zfrom = last + hop  # settled through ``last``
+                        idle[key] = ks
                     break
                 yield from self._close_window(key, ks, b)
                 # panes older than the next window's start are no longer needed
@@ -682,8 +743,12 @@ class KeyedDetector:
         return out
 
     def dump(self) -> dict[str, Any]:
+        # idle keys are dumped as they are, owing their quiet windows: settling them here would
+        # apply those windows in other pieces than a run without the checkpoint (the closed
+        # form rounds differently), and a restore must change nothing
         return {
             "closed_through": self.closed_through,
+            "swept": self._swept,
             "keys": [(list(k), ks.dump()) for k, ks in self.keys.items()],
             "evicted": [(list(k), list(v)) for k, v in self.evicted.items()],
         }
@@ -692,3 +757,11 @@ class KeyedDetector:
         self.closed_through = d["closed_through"]
         self.keys = {tuple(k): KeyState.load(v) for k, v in d["keys"]}
         self.evicted = {tuple(k): tuple(v) for k, v in d["evicted"]}  # type: ignore[misc]
+        self._swept = d.get("swept", 0)
+        self.idle = {}
+        for k, ks in self.keys.items():
+            if ks.zfrom:
+                self.idle[k] = ks
+            elif not ks.panes and not ks.in_spike and self.closed_through is not None:
+                ks.zfrom = self.closed_through + self._hop  # a checkpoint from before idle keys
+                self.idle[k] = ks
