@@ -36,9 +36,18 @@ class Baseline:
         hours of windows at once for every idle key: one window at a time was a quarter of
         triage's time there."""
         m = min(m, limit)
-        while m > 0 and self.n + 1 < 1.0 / alpha:  # the prior still weighs more: step by step
+        if m > 0 and self.n == 0:  # the first window's weight is 1: it replaces the prior
             self.observe(0.0, alpha)
             m -= 1
+        # while 1 / (n + 1) > alpha the weight is 1 / (n + 1): a running average, whose k
+        # zeros give mean * n / (n + k) and (n var + mean**2 n k / (n + k)) / (n + k)
+        k = min(m, max(0, math.ceil(1.0 / alpha - self.n - 1)))
+        if k > 0:
+            n, mean = self.n, self.mean
+            self.var = (n * self.var + mean * mean * n * k / (n + k)) / (n + k)
+            self.mean = mean * n / (n + k)
+            self.n += k
+            m -= k
         if m <= 0:
             return
         q = (1.0 - alpha) ** m

@@ -412,6 +412,7 @@ class PartitionedRunner:
                 outboxes.append(ob)
             evicted.update(task.detector.take_evicted())
             cps[p] = Checkpoint(self.next_offsets[p], orjson.dumps(task.dump()), ob)
+            await asyncio.sleep(0)  # a backlog's snapshots are large: one partition at a time
         self.store.stage_evicted(evicted)
         self.dirty.difference_update(parts)
         self._saving = asyncio.create_task(
