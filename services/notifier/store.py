@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -62,7 +62,10 @@ async def apply_signal(
     """Merge ``signal`` into its open incident (or open one), and enqueue the notifications
     the change calls for, in the caller's transaction."""
     if signal.kind == "progress":
-        return await _extend_rate(conn, signal)
+        out: list[Applied | None] = [None]
+        await _extend_rates(conn, [signal], [0], out)
+        assert out[0] is not None
+        return out[0]
     seen = await conn.scalar(
         sa.select(incident_signals.c.incident_id).where(incident_signals.c.signal_id == signal.signal_id)
     )
@@ -197,8 +200,10 @@ _UPSERT_RATE = sa.text(
 async def _extend_rates(
     conn: AsyncConnection, signals: list[Signal], where: list[int], out: list[Applied | None]
 ) -> None:
-    """``_extend_rate`` for the progress signals at ``where``: one UPDATE for the open
-    incidents they touch, one upsert for all their chart points."""
+    """Progress signals (the ones at ``where``; a window closed during a spike): add their
+    counts to their open incidents' charts, one upsert for all the points, and move each
+    incident's ``last_signal_at`` on, one UPDATE for all of them: the spike is still on, so a
+    long spike must not auto-resolve as quiet."""
     latest: dict[str, datetime] = {}
     for i in where:
         sig = signals[i]
@@ -223,20 +228,6 @@ async def _extend_rates(
             ("ids", "ats", "counts", "hops", "windows", "baselines", "uppers"), map(list, cols), strict=True)))
     for i in where:
         out[i] = Applied(open_ids.get(signals[i].dedup_key), created=False, duplicate=False)
-
-
-async def _extend_rate(conn: AsyncConnection, signal: Signal) -> Applied:
-    """A window closed during a spike: add its counts to the open incident's chart. The spike
-    is still on, so the incident is not quiet: a long spike must not auto-resolve as quiet."""
-    incident_id = await conn.scalar(
-        incidents.update()
-        .where(incidents.c.dedup_key == signal.dedup_key, incidents.c.status != "resolved")
-        .values(last_signal_at=sa.func.greatest(incidents.c.last_signal_at, signal.observed_at))
-        .returning(incidents.c.id)
-    )
-    if incident_id is not None and signal.rate is not None:
-        await record_rate(conn, incident_id=incident_id, rate=signal.rate)
-    return Applied(incident_id, created=False, duplicate=False)
 
 
 async def record_rate(conn: AsyncConnection, *, incident_id: uuid.UUID, rate: RateSeries) -> None:
@@ -470,8 +461,6 @@ def encode_cursor(row: dict[str, Any], sort: str = "-detected_at") -> str:
 
 
 def decode_cursor(cursor: str, sort: str = "-detected_at") -> tuple[datetime, uuid.UUID, str | None]:
-    from datetime import UTC
-
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         payload = orjson.loads(raw)

@@ -306,12 +306,6 @@ class KeyedDetector:
         ks.gfull = False  # the baseline moved: the gate's bound is stale
         ks.gneed = ks.gpre
 
-    def settle(self) -> None:
-        """Bring every idle key's baseline up to ``closed_through`` (for a dump or a reader)."""
-        if self.closed_through is not None:
-            for ks in self.idle.values():
-                self._settle(ks, self.closed_through)
-
     def state(self, key: tuple[str, ...], viewers: int, stored: BaselineRow | None, pane: int) -> KeyState:
         ks = self.keys.get(key)
         if ks is not None:
