@@ -28,7 +28,8 @@ SQLSTATE 21 cardinality violation (a batch that    permanent  db_cardinality_vio
 SQLSTATE 54 program limit (a NUL in text, an       permanent  db_limit_exceeded
   index row too big: a property of the values)
 Kafka MessageSizeTooLarge (10), RecordListTooLarge permanent  record_too_large
-  (18), InvalidTimestamp (32)                                 / record_rejected
+  (18), aiokafka's RecordTooLarge; InvalidTimestamp           / record_rejected
+  (32), UnsupportedForMessageFormat (43)
 SQLSTATE 08 connection, 57 operator intervention   transient  db_unavailable
   (admin shutdown, statement timeout), 58 system,
   25 transaction state (read-only after failover),
@@ -101,6 +102,11 @@ def failure_types() -> tuple[type[BaseException], ...]:
     return (*retryable_types(), PoolTimeout, PoisonError)
 
 
+def judge(exc: BaseException) -> tuple[Kind, str]:
+    """``classify`` and ``failure_reason`` at once."""
+    return _judge(exc)
+
+
 def classify(exc: BaseException) -> Kind:
     """``PERMANENT`` if ``exc`` proves the record at fault, else ``TRANSIENT`` (see the table)."""
     return _judge(exc)[0]
@@ -166,15 +172,17 @@ def _judge(exc: BaseException) -> tuple[Kind, str]:
         KafkaTimeoutError,
         MessageSizeTooLargeError,
         RecordListTooLargeError,
+        RecordTooLargeError,
+        UnsupportedForMessageFormatError,
     )
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     if isinstance(exc, PoisonError):
         return Kind.PERMANENT, exc.reason
-    if isinstance(exc, (MessageSizeTooLargeError, RecordListTooLargeError)):
+    if isinstance(exc, (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)):
         return Kind.PERMANENT, "record_too_large"
-    if isinstance(exc, InvalidTimestampError):
+    if isinstance(exc, (InvalidTimestampError, UnsupportedForMessageFormatError)):
         return Kind.PERMANENT, "record_rejected"
     if isinstance(exc, KafkaTimeoutError) or (isinstance(exc, KafkaError) and exc.retriable):
         return Kind.TRANSIENT, "broker_unavailable"

@@ -26,7 +26,7 @@ from aiokafka.errors import CommitFailedError, KafkaError, KafkaConnectionError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from shared.errors import Kind, RetryableError, classify, failure_detail, failure_reason, failure_types
+from shared.errors import Kind, RetryableError, failure_detail, failure_types, judge
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -315,7 +315,7 @@ async def _settle(
             else:
                 await handle(work)
         except failures as exc:
-            kind, reason = classify(exc), failure_reason(exc)
+            kind, reason = judge(exc)
             if errors is not None:
                 errors.errors.labels(group, kind.value, reason).inc()
             if kind is Kind.TRANSIENT:

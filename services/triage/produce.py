@@ -1,11 +1,9 @@
-"""Which produce failures are permanent: the same record will never be accepted.
+"""Producing triage's records, where a record that can never be produced is dropped.
 
-A record larger than the producer's ``max_request_size`` or the broker's message limit, a
-topic name the broker rejects, a record it cannot parse, a topic we may not write: retrying
-(rewinding and replaying) re-sends the very same record and wedges the stage for ever. Those
-are dropped with a bounded reason (logged, counted); everything else keeps the runner's
-retry-with-backoff. Kept here, next to the triage code paths that use it, until a shared
-transient/permanent classification exists.
+A record larger than the producer's ``max_request_size`` or the broker's message limit, or
+one the broker cannot accept (``shared.errors.classify``: permanent): retrying (rewinding and
+replaying) re-sends the very same record and wedges the stage for ever. Those are dropped with
+a bounded reason (logged, counted); everything else keeps the runner's retry-with-backoff.
 """
 
 from __future__ import annotations
@@ -14,26 +12,13 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiokafka import errors as kafka_errors
-
-_PERMANENT: tuple[tuple[type[BaseException], str], ...] = (
-    (kafka_errors.MessageSizeTooLargeError, "too_large"),
-    (kafka_errors.RecordListTooLargeError, "too_large"),
-    (kafka_errors.RecordTooLargeError, "too_large"),
-    (kafka_errors.InvalidTopicError, "invalid_topic"),
-    (kafka_errors.CorruptRecordException, "invalid_record"),
-    (kafka_errors.InvalidTimestampError, "invalid_record"),
-    (kafka_errors.UnsupportedForMessageFormatError, "invalid_record"),
-    (kafka_errors.TopicAuthorizationFailedError, "not_authorized"),
-)
+from shared.errors import Kind, judge
 
 
 def permanent_reason(exc: BaseException) -> str | None:
     """A bounded reason if producing the record can never succeed, else None (retry)."""
-    for cls, reason in _PERMANENT:
-        if isinstance(exc, cls):
-            return reason
-    return None
+    kind, reason = judge(exc)
+    return reason if kind is Kind.PERMANENT else None
 
 
 async def settle(futures: Iterable[asyncio.Future[Any]],

@@ -12,9 +12,11 @@ from aiokafka.errors import (
     MessageSizeTooLargeError,
     NotEnoughReplicasError,
     RecordListTooLargeError,
+    RecordTooLargeError,
     RequestTimedOutError,
     TopicAuthorizationFailedError,
     UnknownTopicOrPartitionError,
+    UnsupportedForMessageFormatError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -34,6 +36,8 @@ from shared.errors import (
     (MessageSizeTooLargeError(), Kind.PERMANENT, "record_too_large"),
     (RecordListTooLargeError(), Kind.PERMANENT, "record_too_large"),
     (InvalidTimestampError(), Kind.PERMANENT, "record_rejected"),
+    (RecordTooLargeError(), Kind.PERMANENT, "record_too_large"),
+    (UnsupportedForMessageFormatError(), Kind.PERMANENT, "record_rejected"),
     (KafkaConnectionError(), Kind.TRANSIENT, "broker_unavailable"),
     (NotEnoughReplicasError(), Kind.TRANSIENT, "broker_unavailable"),
     (RequestTimedOutError(), Kind.TRANSIENT, "broker_unavailable"),
