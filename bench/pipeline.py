@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import json
 import logging
@@ -49,7 +50,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter
 from sqlalchemy import text
 
-from bench.procs import by_label, running_services, total
+from bench.procs import CpuMeter, by_label, running_services, total
 from bench.progress import Progress
 from livetriage.embedded import embedded_broker, embedded_postgres_url, free_port, port_open
 from livetriage.runtime import ROLES, Running, start_services
@@ -65,7 +66,7 @@ TARGET_OF_REFERENCE = 0.25
 PANE_MS = 10_000
 WINDOW_PANES = 6  # 60 s windows hopping by 10 s
 GRACE_PANES = 3  # a pane closes 30 s of event time after it ends
-POLL_S = 0.05
+POLL_S = 0.2  # metrics polling; more often costs the services CPU the figure is about
 LOCAL_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -112,6 +113,19 @@ class Results:
     target_met: bool = False
     target_of_reference: float = TARGET_OF_REFERENCE
     reference_target_met: bool = False
+    # bench.relay: the same chain of processes with no logic (relay, then the reference count)
+    floor_s: float = 0.0
+    floor_rps: float = 0.0
+    floor_cpu_us: dict[str, float] = field(default_factory=dict)
+    floor_cpu_bound_rps: float = 0.0
+    validate_us: float = 0.0  # parse_report per record, in this process
+    ideal_bound_rps: float = 0.0  # cores / (floor's CPU per report + validation)
+    # CPU microseconds per report spent by each process over the pipeline phase (procs mode),
+    # the cores they kept busy, and the rate those cores allow at that cost
+    cpu_us: dict[str, float] = field(default_factory=dict)
+    cores_busy: float = 0.0
+    cores: int = 0
+    cpu_bound_rps: float = 0.0
 
 
 # ---- infrastructure ----------------------------------------------------------------------
@@ -360,6 +374,8 @@ async def pipeline_procs(settings: Settings, n: int, timeout_s: float, res: Resu
                          log_dir: Path) -> None:
     """The three services as separate processes, timed by polling their /metrics."""
     async with running_services(settings, ROLES, log_dir, log_level="WARNING") as services:
+        meter = CpuMeter({role: svc.pid for role, svc in services.by_role.items()}, settings.require_kafka())
+        meter.start()
         started = time.perf_counter()
         t0: float | None = None
         t_ingest = t_triage = None
@@ -389,9 +405,17 @@ async def pipeline_procs(settings: Settings, n: int, timeout_s: float, res: Resu
                 break
             bar.update(consumed, triage=f"{triaged:,.0f}/{published:,.0f}", notifier=f"{notified:,.0f}/{signals:,.0f}")
             await asyncio.sleep(POLL_S)  # polling metrics with a deadline
+        meter.stop()
         bar.close()
         end = time.perf_counter()
         t0 = t0 if t0 is not None else end
+        res.cpu_us = {k: round(v, 1) for k, v in meter.per_report_us(int(consumed)).items()}
+        res.cores_busy = sum(meter.spent.values()) / meter.wall_s if meter.wall_s else 0.0
+        res.cores = os.cpu_count() or 1
+        # what the machine's cores allow at this CPU cost per report, the bench's own polling
+        # left out: the pipeline's figure cannot exceed it however its stages overlap
+        spent_us = sum(v for k, v in res.cpu_us.items() if k != "bench")
+        res.cpu_bound_rps = res.cores * 1e6 / spent_us if spent_us else 0.0
         res.pipeline_s = end - t0
         res.ingest_done_s = (t_ingest or end) - t0
         res.triage_done_s = (t_triage or end) - t0
@@ -408,6 +432,58 @@ async def pipeline_procs(settings: Settings, n: int, timeout_s: float, res: Resu
     res.peak_rss_mb = {role: svc.peak_rss_kb / 1024 for role, svc in services.by_role.items()}
     async with open_engine(settings) as engine, engine.connect() as conn:
         res.incidents_in_db = int(await conn.scalar(text("SELECT count(*) FROM incidents")) or 0)
+
+
+def validation_cost_us(records: list[tuple[bytes, bytes]]) -> float:
+    """CPU microseconds ``parse_report`` (the contract, as ingest runs it) takes per record."""
+    from services.ingest.validate import parse_report
+
+    now = datetime.now(UTC)
+    t = time.process_time()
+    for _, value in records:
+        parse_report(value, max_bytes=65_536, max_text_chars=2_000, now=now, max_age=timedelta(hours=48))
+    return (time.process_time() - t) / len(records) * 1e6 if records else 0.0
+
+
+async def floor(settings: Settings, n: int, timeout_s: float, res: Results) -> None:
+    """``bench.relay``: a do-nothing relay process and the reference count behind it, timed
+    from the relay's first record to the count's last, with the CPU each spent."""
+    boot = settings.require_kafka()
+    relayed = f"{settings.clean_topic}.relay"
+    await ensure_topics(settings, [relayed])
+    cmd = [sys.executable, "-m", "bench.relay"]
+    procs = {
+        "relay": await asyncio.create_subprocess_exec(
+            *cmd, "relay", boot, settings.reports_topic, relayed, str(n), f"{settings.ingest_group}-relay",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE),
+        "count": await asyncio.create_subprocess_exec(
+            *cmd, "count", boot, relayed, str(n), f"{settings.ingest_group}-count",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE),
+    }
+    meter = CpuMeter({k: p.pid for k, p in procs.items()}, boot)
+    try:
+        first = await asyncio.wait_for(procs["relay"].stdout.readline(), timeout_s)  # type: ignore[union-attr]
+        meter.start()  # from the first relayed record: their start-up and group join left out
+        done = await asyncio.wait_for(procs["count"].stdout.readline(), timeout_s)  # type: ignore[union-attr]
+        meter.stop()  # they wait for their stdin to close: /proc forgets a process's time with it
+    finally:
+        for p in procs.values():
+            if p.stdin is not None:
+                p.stdin.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(p.wait(), 10)
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+            await p.wait()
+    if not first.startswith(b"first ") or not done.startswith(b"done "):
+        raise RuntimeError(f"bench.relay said {first!r} / {done!r}")
+    res.floor_s = float(done.split()[1]) - float(first.split()[1])
+    res.floor_rps = n / res.floor_s
+    res.floor_cpu_us = {k: round(v, 1) for k, v in meter.per_report_us(n).items() if k != "bench"}
+    res.floor_cpu_bound_rps = (os.cpu_count() or 1) * 1e6 / sum(res.floor_cpu_us.values())
+    # a chain that did nothing but relay, validate and count, with no dedup, scoring or paging
+    res.ideal_bound_rps = (os.cpu_count() or 1) * 1e6 / (sum(res.floor_cpu_us.values()) + res.validate_us)
 
 
 def _value(c: Counter) -> int:
@@ -478,9 +554,17 @@ async def pipeline(settings: Settings, n: int, timeout_s: float, res: Results, q
             bar.update(s.consumed, triage=f"{s.triaged}/{s.published}", notifier=f"{s.notified}/{s.signals}")
             await asyncio.sleep(POLL_S)  # polling metrics with a deadline
 
+        meter.stop()
         bar.close()
         end = time.perf_counter()
         t0 = t0 if t0 is not None else end
+        res.cpu_us = {k: round(v, 1) for k, v in meter.per_report_us(int(consumed)).items()}
+        res.cores_busy = sum(meter.spent.values()) / meter.wall_s if meter.wall_s else 0.0
+        res.cores = os.cpu_count() or 1
+        # what the machine's cores allow at this CPU cost per report, the bench's own polling
+        # left out: the pipeline's figure cannot exceed it however its stages overlap
+        spent_us = sum(v for k, v in res.cpu_us.items() if k != "bench")
+        res.cpu_bound_rps = res.cores * 1e6 / spent_us if spent_us else 0.0
         res.pipeline_s = end - t0
         res.ingest_done_s = (t_ingest or end) - t0
         res.triage_done_s = (t_triage or end) - t0
@@ -529,6 +613,7 @@ async def run(args: argparse.Namespace) -> Results:
         records = generate(n, args.streams, args.seed, res)
         res.generate_s = time.perf_counter() - t
         say(f"generated {n} records in {res.generate_s:.1f}s; preloading ...")
+        res.validate_us = validation_cost_us(records[:20_000])
         res.preload_s = await preload(settings, records, quiet)
         res.preload_rps = n / res.preload_s
         del records
@@ -542,6 +627,9 @@ async def run(args: argparse.Namespace) -> Results:
         res.reference_rps = n / res.reference_s
         res.reference_windows, res.reference_keys = counter.windows, len(counter.keys)
         del counter
+
+        say("floor: a relay process that does nothing, and the reference count behind it ...")
+        await floor(settings, n, timeout_s, res)
 
         say(f"pipeline: ingest + triage + notifier ({'3 processes' if args.mode == 'procs' else 'one process'}) ...")
         prof = cProfile.Profile() if args.profile else None
@@ -573,12 +661,29 @@ def table(r: Results) -> str:
         ("ceiling (bare consumer)", f"{r.ceiling_rps:,.0f} reports/s  ({r.ceiling_s:.2f} s)"),
         ("reference (panes -> 60 s windows)", f"{r.reference_rps:,.0f} reports/s  ({r.reference_s:.2f} s, "
                                               f"{r.reference_windows:,} windows over {r.reference_keys:,} keys)"),
+        ("floor (relay + count, 2 processes)",
+         f"{r.floor_rps:,.0f} reports/s = {r.floor_rps / r.reference_rps:.1%} of the reference  "
+         f"({r.floor_s:.2f} s; CPU " + "  ".join(f"{k} {v:,.1f} us" for k, v in r.floor_cpu_us.items())
+         + f"; cores allow {r.floor_cpu_bound_rps:,.0f}/s = {r.floor_cpu_bound_rps / r.reference_rps:.1%})"
+         if r.floor_rps and r.reference_rps else "n/a"),
+        ("floor + validation (ideal chain)",
+         f"{r.validate_us:.1f} us to validate a report; cores allow {r.ideal_bound_rps:,.0f}/s = "
+         f"{r.ideal_bound_rps / r.reference_rps:.1%} of the reference; its relay alone (one core) "
+         f"{1e6 / (r.floor_cpu_us.get('relay', 0) + r.validate_us):,.0f}/s = "
+         f"{1e6 / (r.floor_cpu_us.get('relay', 0) + r.validate_us) / r.reference_rps:.1%}"
+         if r.ideal_bound_rps and r.reference_rps and r.floor_cpu_us else "n/a"),
         ("pipeline" + (" (3 processes)" if r.mode == "procs" else " (one process)"),
          f"{r.pipeline_rps:,.0f} reports/s  ({r.pipeline_s:.2f} s)" + ("" if r.completed else "  INCOMPLETE (timed out)")),
         ("  ingest consumed all", f"{r.ingest_done_s:.2f} s"),
         ("  triage caught up", f"{r.triage_done_s:.2f} s"),
         ("pipeline / ceiling", f"{r.ratio:.2f}"),
         ("pipeline / reference", f"{r.of_reference:.1%}"),
+        ("CPU per report", "  ".join(f"{k} {v:,.1f} us" for k, v in r.cpu_us.items())
+         + f"  (total {sum(r.cpu_us.values()):,.1f} us)" if r.cpu_us else "n/a (one process)"),
+        ("cores busy", f"{r.cores_busy:.2f} of {r.cores}" if r.cpu_us else "n/a"),
+        ("bound by CPU (cores / us per report)",
+         f"{r.cpu_bound_rps:,.0f} reports/s = {r.cpu_bound_rps / r.reference_rps:.1%} of the reference"
+         if r.cpu_bound_rps and r.reference_rps else "n/a"),
         ("peak RSS (VmHWM)", ", ".join(f"{k} {v:,.0f} MB" for k, v in r.peak_rss_mb.items()) or "n/a (one process)"),
         ("ingest consumed / published", f"{r.consumed:,} / {r.published:,}"),
         ("duplicates dropped", f"{r.duplicates_dropped:,}  (generated {r.generated_duplicates:,})"),

@@ -8,6 +8,8 @@ Shared by ``bench.backlog`` and ``bench.pipeline``:
   serving Prometheus metrics on its own port (ingest and triage on ``LIVETRIAGE_METRICS_PORT``,
   the notifier on its API port), and stops them (SIGTERM, then SIGKILL) on exit;
 - ``Service.scrape`` reads a process's /metrics, ``Service.peak_rss_kb`` its VmHWM;
+- ``cpu_seconds`` reads a process's CPU time (user + system) from /proc, ``CpuMeter`` the CPU
+  every process of the bench spent over a phase (services, broker, Postgres, the bench);
 - ``running_receiver`` is a local HTTP server standing in for PagerDuty, Slack and webhooks
   (a copy of tests/receiver.py's idea: bench does not import tests);
 - ``group_lag`` compares consumer groups' committed offsets with the topics' end offsets.
@@ -109,6 +111,69 @@ class Service:
             return ""
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (0.0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+
+
+def named_cpu_seconds(comm: str, arg: str | None = None) -> float:
+    """CPU seconds of every process whose name starts with ``comm`` (with ``arg`` in its
+    command line, if given): Postgres is its server and its backends (an idle server's other
+    databases add next to nothing), the broker the tansu listening on a given port."""
+    out = 0.0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if not (proc / "comm").read_text().startswith(comm):
+                    continue
+                if arg is not None and arg not in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    continue
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            out += cpu_seconds(int(proc.name))
+    return out
+
+
+class CpuMeter:
+    """CPU seconds each named party spent between ``start`` and ``stop``: the figure that
+    shows whether a multi-process run is bound by the machine's cores or by waiting.
+
+    Read before the processes exit (a backend that exits mid-phase takes its time with it;
+    Postgres backends live as long as the services' pools)."""
+
+    def __init__(self, pids: dict[str, int], broker: str) -> None:
+        self.pids = pids
+        self.broker_port = broker.rsplit(":", 1)[-1]
+        self.spent: dict[str, float] = {}
+        self._start: dict[str, float] = {}
+        self._wall = 0.0
+        self.wall_s = 0.0
+
+    def _read(self) -> dict[str, float]:
+        now = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        now["broker"] = named_cpu_seconds("tansu", f":{self.broker_port}")
+        now["postgres"] = named_cpu_seconds("postgres")
+        now["bench"] = cpu_seconds(os.getpid())
+        return now
+
+    def start(self) -> None:
+        self._start, self._wall = self._read(), time.perf_counter()
+
+    def stop(self) -> None:
+        end, self.wall_s = self._read(), time.perf_counter() - self._wall
+        self.spent = {k: max(0.0, end[k] - self._start.get(k, 0.0)) for k in end}
+
+    def per_report_us(self, reports: int) -> dict[str, float]:
+        return {k: v / reports * 1e6 for k, v in self.spent.items()} if reports else {}
+
+
 def parse_metrics(text: str) -> Samples:
     out: Samples = {}
     for fam in text_string_to_metric_families(text):
@@ -185,7 +250,8 @@ async def running_services(
     """Start ``livetriage <role>`` for each role as a child process; yield once every one
     serves /metrics; SIGTERM them (SIGKILL after ``stop_timeout_s``) on exit."""
     started: dict[str, Service] = {}
-    http = httpx.AsyncClient(timeout=5.0)
+    # no gzip: compressing every scrape costs the services CPU that the benches measure
+    http = httpx.AsyncClient(timeout=5.0, headers={"Accept-Encoding": "identity"})
     try:
         for role in roles:
             port = free_port()

@@ -235,15 +235,11 @@ async def record_rate(conn: AsyncConnection, *, incident_id: uuid.UUID, rate: Ra
     pane still filling), so the larger count recorded for a hop stands."""
     if not rate.points:
         return
-    stmt = pg_insert(incident_rate).values([
-        {"incident_id": incident_id, "at": p.at, "count": p.count, "hop_s": rate.hop_s,
-         "window_s": rate.window_s, "baseline": rate.baseline, "upper": rate.upper}
-        for p in rate.points
-    ])
-    await conn.execute(stmt.on_conflict_do_update(
-        index_elements=["incident_id", "at"],
-        set_={"count": sa.func.greatest(incident_rate.c.count, stmt.excluded.count)},
-    ))
+    n = len(rate.points)
+    await conn.execute(_UPSERT_RATE, {
+        "ids": [incident_id] * n, "ats": [p.at for p in rate.points], "counts": [p.count for p in rate.points],
+        "hops": [rate.hop_s] * n, "windows": [rate.window_s] * n, "baselines": [rate.baseline] * n,
+        "uppers": [rate.upper] * n})
 
 
 async def get_rate(conn: AsyncConnection, *, incident_id: uuid.UUID) -> list[dict[str, Any]]:

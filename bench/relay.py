@@ -1,0 +1,112 @@
+"""The floor under any multi-process pipeline on this broker: a relay that does nothing.
+
+``bench.pipeline`` compares livetriage with a one-process reference loop that reads the topic
+and counts panes. livetriage, as production runs it, is a chain of processes joined by topics:
+ingest reads every report and writes it again, triage reads it back. This is that chain with
+no logic at all, as two processes:
+
+- ``relay``: a group consumer reads the reports topic and produces every record, unchanged,
+  to a second topic (acks=all, the services' producer settings), committing each batch after
+  its acks, as ``shared.kafka.consume_batches`` does;
+- ``count``: the reference loop (``bench.pipeline.PaneCounter``) on the relayed topic.
+
+Its rate, and the CPU it costs per report across both processes and the broker, bound what a
+chain that also validates, de-duplicates and scores can reach on the same machine. Both
+processes stay up after their work until their stdin closes, so that their CPU time can still
+be read from /proc.
+
+    python -m bench.relay relay|count BOOTSTRAP SRC [DST] N GROUP   (run by bench.pipeline)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+POLL_MS = 200
+MAX_RECORDS = 5000  # as Settings.batch_max_records
+
+
+def _consumer(bootstrap: str, topic: str, group: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+        auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=500,
+        max_partition_fetch_bytes=4 * 1024 * 1024,  # as shared.kafka.open_consumer
+    )
+
+
+async def relay(bootstrap: str, src: str, dst: str, n: int, group: str) -> None:
+    consumer = _consumer(bootstrap, src, group)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                max_batch_size=256 * 1024)  # as shared.kafka.open_producer
+    await consumer.start()
+    await producer.start()
+    try:
+        done = 0
+        while done < n:
+            batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_RECORDS)
+            acks = [await producer.send(dst, r.value, key=r.key)
+                    for recs in batches.values() for r in recs]
+            if acks and not done:
+                print(f"first {time.time():.6f}", flush=True)  # noqa: T201 - read by bench.pipeline
+            if acks:
+                await asyncio.gather(*acks)
+                await consumer.commit()
+                done += len(acks)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def count(bootstrap: str, src: str, n: int, group: str) -> None:
+    from bench.pipeline import PaneCounter, _event_ms  # the reference's own counting
+
+    consumer = _consumer(bootstrap, src, group)
+    await consumer.start()
+    counter = PaneCounter()
+    try:
+        done = 0
+        while done < n:
+            batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_RECORDS)
+            for recs in batches.values():
+                for r in recs:
+                    try:
+                        got = _event_ms(orjson.loads(r.value))
+                    except orjson.JSONDecodeError:
+                        continue
+                    if got is not None:
+                        counter.add(*got)
+                counter.advance()
+                done += len(recs)
+            if batches:
+                await consumer.commit()
+        counter.advance(final=True)
+        print(f"done {time.time():.6f} windows {counter.windows}", flush=True)  # noqa: T201 - read by bench.pipeline
+    finally:
+        await consumer.stop()
+
+
+def main(argv: list[str]) -> int:
+    role, bootstrap = argv[0], argv[1]
+    try:
+        _run(role, bootstrap, argv)
+    finally:
+        sys.stdin.read()  # until the bench has read our CPU time
+    return 0
+
+
+def _run(role: str, bootstrap: str, argv: list[str]) -> None:
+    if role == "relay":
+        asyncio.run(relay(bootstrap, argv[2], argv[3], int(argv[4]), argv[5]))
+    elif role == "count":
+        asyncio.run(count(bootstrap, argv[2], int(argv[3]), argv[4]))
+    else:
+        raise SystemExit(f"unknown role {role!r}: relay or count")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
