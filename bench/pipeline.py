@@ -250,20 +250,26 @@ async def preload(settings: Settings, records: list[tuple[bytes, bytes]], quiet:
     return time.perf_counter() - t0
 
 
-async def timed_read(settings: Settings, n: int, timeout_s: float, who: str,
-                     on_batch: Callable[[list[Any]], None]) -> float:
-    """Seconds (from the first record) for a plain aiokafka consumer to read all n reports,
-    each batch handed to ``on_batch``; the loop both baselines share."""
-    consumer = AIOKafkaConsumer(
-        settings.reports_topic,
-        bootstrap_servers=settings.require_kafka(),
-        group_id=f"{settings.ingest_group}-{who}",
+def plain_consumer(bootstrap: str, topic: str, group: str) -> AIOKafkaConsumer:
+    """The baselines' consumer (and ``bench.relay``'s): a group member with manual commits,
+    fetching as ``shared.kafka.open_consumer`` does."""
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         session_timeout_ms=6000,
         heartbeat_interval_ms=500,
         max_partition_fetch_bytes=4 * 1024 * 1024,  # as shared.kafka.open_consumer
     )
+
+
+async def timed_read(settings: Settings, n: int, timeout_s: float, who: str,
+                     on_batch: Callable[[list[Any]], None]) -> float:
+    """Seconds (from the first record) for a plain aiokafka consumer to read all n reports,
+    each batch handed to ``on_batch``; the loop both baselines share."""
+    consumer = plain_consumer(settings.require_kafka(), settings.reports_topic, f"{settings.ingest_group}-{who}")
     await consumer.start()
     try:
         count = 0
@@ -320,6 +326,17 @@ class PaneCounter:
         if pane > self.watermark:
             self.watermark = pane
 
+    def count(self, records: list[Any]) -> None:
+        """One batch of raw records: each report counted into its pane, then panes closed."""
+        for r in records:
+            try:
+                got = _event_ms(orjson.loads(r.value))
+            except orjson.JSONDecodeError:
+                continue
+            if got is not None:
+                self.add(*got)
+        self.advance()
+
     def advance(self, final: bool = False) -> None:
         if self.watermark < 0:
             return
@@ -354,18 +371,7 @@ async def reference(settings: Settings, n: int, timeout_s: float) -> tuple[float
     """Seconds for a hand-written aiokafka loop to read all n reports and count them into
     hopping windows per stream key (``PaneCounter``)."""
     counter = PaneCounter()
-
-    def count(recs: list[Any]) -> None:
-        for r in recs:
-            try:
-                got = _event_ms(orjson.loads(r.value))
-            except orjson.JSONDecodeError:
-                continue
-            if got is not None:
-                counter.add(*got)
-        counter.advance()
-
-    seconds = await timed_read(settings, n, timeout_s, "reference", count)
+    seconds = await timed_read(settings, n, timeout_s, "reference", counter.count)
     counter.advance(final=True)
     return seconds, counter
 

@@ -24,23 +24,16 @@ import asyncio
 import sys
 import time
 
-import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
+
+from bench.pipeline import PaneCounter, plain_consumer
 
 POLL_MS = 200
 MAX_RECORDS = 5000  # as Settings.batch_max_records
 
 
-def _consumer(bootstrap: str, topic: str, group: str) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-        auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=500,
-        max_partition_fetch_bytes=4 * 1024 * 1024,  # as shared.kafka.open_consumer
-    )
-
-
 async def relay(bootstrap: str, src: str, dst: str, n: int, group: str) -> None:
-    consumer = _consumer(bootstrap, src, group)
+    consumer = plain_consumer(bootstrap, src, group)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
                                 max_batch_size=256 * 1024)  # as shared.kafka.open_producer
     await consumer.start()
@@ -63,9 +56,7 @@ async def relay(bootstrap: str, src: str, dst: str, n: int, group: str) -> None:
 
 
 async def count(bootstrap: str, src: str, n: int, group: str) -> None:
-    from bench.pipeline import PaneCounter, _event_ms  # the reference's own counting
-
-    consumer = _consumer(bootstrap, src, group)
+    consumer = plain_consumer(bootstrap, src, group)
     await consumer.start()
     counter = PaneCounter()
     try:
@@ -73,14 +64,7 @@ async def count(bootstrap: str, src: str, n: int, group: str) -> None:
         while done < n:
             batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_RECORDS)
             for recs in batches.values():
-                for r in recs:
-                    try:
-                        got = _event_ms(orjson.loads(r.value))
-                    except orjson.JSONDecodeError:
-                        continue
-                    if got is not None:
-                        counter.add(*got)
-                counter.advance()
+                counter.count(recs)  # the reference's own counting
                 done += len(recs)
             if batches:
                 await consumer.commit()

@@ -222,10 +222,7 @@ async def _extend_rates(
             k = (iid, p.at)
             if k not in points or p.count > points[k][2]:  # a row once per statement
                 points[k] = (iid, p.at, p.count, r.hop_s, r.window_s, r.baseline, r.upper)
-    if points:
-        cols = list(zip(*points.values(), strict=True))
-        await conn.execute(_UPSERT_RATE, dict(zip(
-            ("ids", "ats", "counts", "hops", "windows", "baselines", "uppers"), map(list, cols), strict=True)))
+    await _upsert_rate(conn, list(points.values()))
     for i in where:
         out[i] = Applied(open_ids.get(signals[i].dedup_key), created=False, duplicate=False)
 
@@ -233,13 +230,17 @@ async def _extend_rates(
 async def record_rate(conn: AsyncConnection, *, incident_id: uuid.UUID, rate: RateSeries) -> None:
     """Idempotent by (incident, hop): a pane's count only grows (the opening signal saw the
     pane still filling), so the larger count recorded for a hop stands."""
-    if not rate.points:
-        return
-    n = len(rate.points)
-    await conn.execute(_UPSERT_RATE, {
-        "ids": [incident_id] * n, "ats": [p.at for p in rate.points], "counts": [p.count for p in rate.points],
-        "hops": [rate.hop_s] * n, "windows": [rate.window_s] * n, "baselines": [rate.baseline] * n,
-        "uppers": [rate.upper] * n})
+    await _upsert_rate(conn, [(incident_id, p.at, p.count, rate.hop_s, rate.window_s, rate.baseline, rate.upper)
+                              for p in rate.points])
+
+
+async def _upsert_rate(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+    """Chart points as (incident_id, at, count, hop_s, window_s, baseline, upper), one
+    (incident, at) at most once: ``_UPSERT_RATE`` takes them as columns."""
+    if rows:
+        cols = zip(*rows, strict=True)
+        await conn.execute(_UPSERT_RATE, dict(zip(
+            ("ids", "ats", "counts", "hops", "windows", "baselines", "uppers"), map(list, cols), strict=True)))
 
 
 async def get_rate(conn: AsyncConnection, *, incident_id: uuid.UUID) -> list[dict[str, Any]]:
