@@ -76,6 +76,15 @@ POPULATION = 50_000_000  # reporters
 REGULARS = 40  # per stream: viewers who report that stream again and again
 REGULAR_SHARE = 0.05
 KPERVIEWER = 0.02  # reports per minute per 1,000 viewers (to give streams a viewer count)
+# --world platform: the most popular of the streams has about this many viewers (Zipf), and a
+# stream files about this many reports a minute per 1,000 viewers (before its propensity)
+PLATFORM_TOP_VIEWERS = 300_000
+PLATFORM_REPORTS_PER_KVIEWER = 2.0
+# --world platform: short heavy-tailed bursts (a clip goes round: a real crowd, 5..30 s, a
+# Pareto(1.5) multiple of the rate, 2x..200x), this many per key-day; unlabelled noise except
+# that pages on bursts are counted apart, extreme ones (>= 50x) being fair to page on
+BURSTS_PER_KEY_DAY = 2.0
+EXTREME_BURST = 50.0
 
 MULT_BUCKETS = [(2.0, 3.0, "2-3x"), (3.0, 5.0, "3-5x"), (5.0, 10.0, "5-10x"), (10.0, 50.01, "10-50x")]
 DUR_BUCKETS = [(60, 120, "1-2m"), (120, 300, "2-5m"), (300, 601, "5-10m")]
@@ -174,6 +183,34 @@ def make_keys(rng: np.random.Generator, streams: int) -> list[Key]:
     return keys
 
 
+def make_platform_keys(rng: np.random.Generator, streams: int) -> list[Key]:
+    """A platform as it is, not as the detector would like it: Zipf popularity (viewers of the
+    r-th stream ~ 1/r), reports in proportion to viewers (times a per-stream propensity,
+    log-normal: some audiences report more), 1-4 categories per stream, and over-dispersion
+    up to 2 (the gamma factor's shape k = 1/phi, phi uniform in 0.05..2) on most keys."""
+    cats = list(CATEGORY_MIX)
+    cat_p = np.array(list(CATEGORY_MIX.values()), dtype=float)
+    cat_p /= cat_p.sum()
+    regions = list(REGIONS)
+    keys: list[Key] = []
+    ranks = rng.permutation(streams) + 1
+    for s in range(streams):
+        region = regions[int(rng.integers(len(regions)))]
+        viewers = max(20, int(PLATFORM_TOP_VIEWERS / ranks[s] * rng.lognormal(0, 0.3)))
+        per_min = viewers / 1000 * PLATFORM_REPORTS_PER_KVIEWER * rng.lognormal(0, 0.6)
+        n_cat = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.35, 0.25, 0.1]))
+        chosen = rng.choice(len(cats), size=n_cat, replace=False, p=cat_p)
+        share = rng.dirichlet(cat_p[chosen] * 4)
+        peak_h = (PEAK_LOCAL_H - REGIONS[region] + rng.normal(0, 1.0)) % 24
+        for c, sh in zip(chosen, share, strict=True):
+            ratio = rng.uniform(2.0, 4.0)
+            amp = (ratio - 1) / (ratio + 1)
+            k = 1.0 / float(rng.uniform(0.05, 2.0)) if rng.random() < 0.7 else 0.0
+            keys.append(Key(len(keys), s, f"stream-{s:05d}", cats[int(c)], region,
+                            max(0.01, per_min * float(sh)), amp, peak_h, k, viewers))
+    return keys
+
+
 def place_labels(rng: np.random.Generator, keys: list[Key], n: int, lo_s: int, hi_s: int,
                  busy: dict[int, list[tuple[int, int]]], make: Any) -> list[Label]:
     """``n`` labelled events at random keys and times, >= 30 min apart on any one key."""
@@ -192,11 +229,14 @@ def place_labels(rng: np.random.Generator, keys: list[Key], n: int, lo_s: int, h
 
 
 def generate(seed: int, streams: int, days: float, warmup_s: int, spikes_per_key_day: float,
-             brigades_per_key_day: float) -> Traffic:
+             brigades_per_key_day: float, world: str = "bench") -> Traffic:
     rng = np.random.default_rng(seed)
-    keys = make_keys(rng, streams)
+    platform = world == "platform"
+    keys = make_platform_keys(rng, streams) if platform else make_keys(rng, streams)
     horizon = int(days * DAY_S)
     sec = np.arange(horizon, dtype=np.float64)
+    # the weekly cycle (platform world): weekends are busier
+    week = 1.0 + 0.25 * (((sec // DAY_S) % 7) >= 5) if platform else 1.0
 
     evs: list[Any] = []
     kis: list[Any] = []
@@ -204,7 +244,7 @@ def generate(seed: int, streams: int, days: float, warmup_s: int, spikes_per_key
     srcs: list[Any] = []
     n_bg = 0
     for key in keys:
-        lam = key.base / 60.0 * key.cycle(sec)
+        lam = key.base / 60.0 * key.cycle(sec) * week
         if key.k:
             off = int(rng.integers(60))
             g = rng.gamma(key.k, 1.0 / key.k, size=horizon // 60 + 2)
@@ -225,10 +265,15 @@ def generate(seed: int, streams: int, days: float, warmup_s: int, spikes_per_key
         srcs.append(src)
 
     scored_key_days = len(keys) * (horizon - warmup_s) / DAY_S
-    lo, hi = warmup_s + 600, horizon - 1200
+    margin = min(600, horizon // 10)
+    lo, hi = warmup_s + margin, max(warmup_s + margin + 1, horizon - 2 * margin)
     busy: dict[int, list[tuple[int, int]]] = {}
 
     def spike(ki: int, start: int) -> Label:
+        if platform and rng.random() < 0.2:  # a slow ramp, 20..60 min to 3..8x
+            dur = int(rng.integers(1200, 3601))
+            mult = float(rng.uniform(3.0, 8.0))
+            return Label("spike", ki, start * 1000, (start + dur) * 1000, mult=mult, shape="slow")
         dur = int(rng.integers(60, 601))
         mult = float(math.exp(rng.uniform(math.log(2.0), math.log(50.0))))
         shape = "ramp" if rng.random() < 0.5 else "step"
@@ -242,7 +287,15 @@ def generate(seed: int, streams: int, days: float, warmup_s: int, spikes_per_key
                          reports=int(rng.integers(50, 501)))
         return make
 
+    def burst(ki: int, start: int) -> Label:
+        dur = int(rng.integers(5, 31))
+        mult = float(min(200.0, 2.0 * (1.0 - rng.random()) ** (-1.0 / 1.5)))
+        return Label("burst", ki, start * 1000, (start + dur) * 1000, mult=mult, shape="step")
+
     labels = place_labels(rng, keys, round(spikes_per_key_day * scored_key_days), lo, hi, busy, spike)
+    if platform:
+        labels += place_labels(rng, keys, round(BURSTS_PER_KEY_DAY * scored_key_days), lo, hi,
+                               busy, burst)
     labels += place_labels(rng, keys, round(brigades_per_key_day * scored_key_days), lo, hi, busy,
                            brigade(True))
     labels += place_labels(rng, keys, round(brigades_per_key_day / 3 * scored_key_days), lo, hi,
@@ -252,24 +305,29 @@ def generate(seed: int, streams: int, days: float, warmup_s: int, spikes_per_key
     for lab in labels:
         key = keys[lab.key]
         s0, s1 = lab.start_ms // 1000, lab.end_ms // 1000
-        if lab.kind == "spike":
+        if lab.kind in ("spike", "burst"):
             tt = np.arange(s0, s1, dtype=np.float64)
             frac = (tt - s0 + 0.5) / (s1 - s0)
             m = np.full_like(tt, lab.mult)
             if lab.shape == "ramp":
                 m = 1.0 + (lab.mult - 1.0) * np.minimum(1.0, frac * 2.0)
+            elif lab.shape == "slow":  # a slow ramp: the whole duration to reach its peak
+                m = 1.0 + (lab.mult - 1.0) * frac
             extra = (m - 1.0) * key.base / 60.0 * key.cycle(tt)
             counts = rng.poisson(extra)
             n = int(counts.sum())
             t = np.repeat(tt.astype(np.int64), counts) * 1000 + rng.integers(0, 1000, n)
             rep = rng.integers(0, POPULATION, n)  # a crowd: fresh, distinct reporters
-            n_spike += n
+            if lab.kind == "spike":
+                n_spike += n
         else:
             n = lab.reports
             t = np.sort(rng.integers(lab.start_ms, lab.end_ms, n))
             accounts = rng.integers(0, POPULATION, lab.reporters)
             rep = accounts[rng.integers(0, lab.reporters, n)]
             n_brig += n
+        if lab.kind == "burst":
+            n_bg += n
         lab.reports = n
         if lab.kind == "spike":
             lab.first_ms = tuple(int(x) for x in np.sort(t)[:8])
@@ -393,6 +451,10 @@ def run_detector(tr: Traffic, cfg: DetectorConfig, partitions: int, chunk: int =
                 kind = sig.kind if ":sev" not in sig.signal_id else "trend raise"
                 kinds[kind] = kinds.get(kind, 0) + 1
         stats["trend_signals_after_warmup"] = kinds
+        stats["trend_opens_first_10_min"] = sum(
+            1 for sig in trend_sigs
+            if sig.kind == "trend" and ":sev" not in sig.signal_id
+            and warm_end < ms(sig.observed_at) <= warm_end + 600_000)
         stats["trend_s"] = trend_s
     return out, stats
 
@@ -452,6 +514,12 @@ class Results:
     noise_fa_per_key_day_upper95: float = 0.0
     noise_fa_by_rate: dict[str, int] = field(default_factory=dict)
     noise_fa_by_noise: dict[str, int] = field(default_factory=dict)
+    # a fresh platform's first minutes: false openings (stream keys; trends with --trends)
+    false_stream_incidents_first_10_min: int = 0
+    trend_opens_first_10_min: int = 0
+    bursts: int = 0
+    burst_pages: int = 0  # on bursts under EXTREME_BURST: false alarms too
+    burst_pages_extreme: int = 0
     brigade_pages_small: int = 0
     brigade_pages_large: int = 0
     brigades_paged_small: int = 0
@@ -520,6 +588,9 @@ def score(tr: Traffic, emitted: list[Emitted], warmup_ms: int, res: Results) -> 
             if lab.start_ms < we and ws < lab.end_ms:
                 hit = lab
                 break
+        first10 = ms(s.observed_at) - T0_MS <= warmup_ms + 600_000
+        if hit is None or (hit.kind == "burst" and hit.mult < EXTREME_BURST):
+            res.false_stream_incidents_first_10_min += first10
         if hit is None:
             res.noise_false_alarms += 1
             k = tr.keys[ki]
@@ -529,6 +600,12 @@ def score(tr: Traffic, emitted: list[Emitted], warmup_ms: int, res: Results) -> 
             fa_noise[nb] = fa_noise.get(nb, 0) + 1
             continue
         hit.pages += 1
+        if hit.kind == "burst":
+            if hit.mult >= EXTREME_BURST:
+                res.burst_pages_extreme += 1
+            else:
+                res.burst_pages += 1
+            continue
         if hit.kind == "brigade":
             if hit.reporters <= 3:
                 res.brigade_pages_small += 1
@@ -562,8 +639,11 @@ def score(tr: Traffic, emitted: list[Emitted], warmup_ms: int, res: Results) -> 
     res.precision = tp / res.openings_scored if res.openings_scored else None
     labelled_s = sum(lab.duration_s + 600 for lab in tr.labels)  # not "plain noise"
     noise_key_days = res.scored_key_days - labelled_s / DAY_S
-    res.noise_fa_per_key_day = res.noise_false_alarms / noise_key_days
-    res.noise_fa_per_key_day_upper95 = poisson_upper95(res.noise_false_alarms) / noise_key_days
+    res.bursts = sum(1 for lab in tr.labels if lab.kind == "burst")
+    # a page on a burst that is not extreme is a false alarm like any other
+    fas = res.noise_false_alarms + res.burst_pages
+    res.noise_fa_per_key_day = fas / noise_key_days
+    res.noise_fa_per_key_day_upper95 = poisson_upper95(fas) / noise_key_days
 
     recall: dict[str, dict[str, list[int]]] = {m[2]: {d[2]: [0, 0] for d in DUR_BUCKETS}
                                                for m in MULT_BUCKETS}
@@ -577,7 +657,7 @@ def score(tr: Traffic, emitted: list[Emitted], warmup_ms: int, res: Results) -> 
     hits = [lab for lab in target if lab.detected_ms is not None]
     res.target_recall = len(hits) / len(target) if target else None
     by_rate: dict[str, list[int]] = {b[2]: [0, 0] for b in RATE_BUCKETS}
-    by_shape: dict[str, list[int]] = {"step": [0, 0], "ramp": [0, 0]}
+    by_shape: dict[str, list[int]] = {"step": [0, 0], "ramp": [0, 0], "slow": [0, 0]}
     for lab in target:
         for d, name in ((by_rate, bucket(tr.keys[lab.key].base, RATE_BUCKETS)), (by_shape, lab.shape)):
             d[name][1] += 1
@@ -604,7 +684,7 @@ def score(tr: Traffic, emitted: list[Emitted], warmup_ms: int, res: Results) -> 
             res.delay_by_rate = out
         else:
             res.delay_by_mult = out
-    for shape in ("step", "ramp"):
+    for shape in ("step", "ramp", "slow"):
         xs = [(lab.detected_ms - lab.start_ms) / 1000.0 for lab in hits  # type: ignore[operator]
               if lab.shape == shape]
         res.delay_by_shape[shape] = [pct(xs, 50), pct(xs, 95), len(xs)]
@@ -824,10 +904,16 @@ def print_report(r: Results) -> None:
     p(f"Pages (opening spike signals after warm-up): {r.openings_scored}; true {r.true_positive_openings} "
       f"(of which {r.repeat_openings} re-opened an already detected spike); precision "
       f"{fmt(r.precision, '.3f')}")
-    p(f"  false alarms on plain noise: {r.noise_false_alarms} = {r.noise_fa_per_key_day * 100:.2f} per 100 "
+    p(f"  false alarms on plain noise: {r.noise_false_alarms + r.burst_pages} = {r.noise_fa_per_key_day * 100:.2f} per 100 "
       f"key-days (95% upper bound {r.noise_fa_per_key_day_upper95 * 100:.2f})")
     if r.noise_false_alarms:
         p(f"    by base rate: {r.noise_fa_by_rate}; by noise: {r.noise_fa_by_noise}")
+    if r.bursts:
+        p(f"  heavy-tailed bursts: {r.bursts}; pages on bursts < {EXTREME_BURST:g}x (in the false "
+          f"alarms above): {r.burst_pages}; on extreme ones: {r.burst_pages_extreme}")
+    p(f"  first 10 minutes after warm-up: {r.false_stream_incidents_first_10_min} false stream "
+      f"openings" + (f", {r.trend_opens_first_10_min} trend openings"
+                     if r.trend_signals_after_warmup is not None else ""))
     p(f"  brigade pages, <= 3 reporters: {r.brigade_pages_small} "
       f"({r.brigades_paged_small}/{r.brigades_small} brigades paged)")
     p(f"  brigade pages, 5-10 reporters (informational): {r.brigade_pages_large} "
@@ -883,6 +969,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trends", action="store_true",
                     help="also run the platform trend stage on the outboxes (informational: its "
                          "signals are counted, not scored)")
+    ap.add_argument("--world", choices=("bench", "platform"), default="bench",
+                    help="bench: the original key-level generator; platform: Zipf popularity, "
+                         "reports in proportion to viewers, over-dispersion up to 2, weekly "
+                         "cycle, heavy-tailed bursts, slow ramps")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
     warm_h = args.warmup_hours if args.warmup_hours is not None else min(24.0, args.days * 12.0)
@@ -892,7 +982,7 @@ def main(argv: list[str] | None = None) -> int:
     conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "scoring"}
     t0 = time.perf_counter()
     tr = generate(args.seed, args.streams, args.days, warmup_s, args.spikes_per_key_day,
-                  args.brigades_per_key_day)
+                  args.brigades_per_key_day, args.world)
     gen_s = time.perf_counter() - t0
     res = Results(seed=args.seed, days=args.days, warmup_hours=warm_h, streams=args.streams,
                   keys=len(tr.keys), partitions=args.partitions, config=conf)
