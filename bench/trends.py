@@ -57,7 +57,7 @@ class LegacyTrendTask:
         self.partition = partition
         self.detector = KeyedDetector(
             cfg, early=False, min_volume=cfg.trend_min_volume, category_of=_category,
-            z_open=cfg.trend_z_open,
+            z_open=cfg.trend_z_open, min_history=cfg.trend_history_s // cfg.hop_s,
         )
         self.sources: dict[int, tuple[int, int | None]] = {}
         self.expected: int | None = None

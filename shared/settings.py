@@ -89,13 +89,16 @@ class Settings(BaseSettings):
         2.0, ge=0, description="Window w's share of that rate goes as w**(this - 1): above 1, long windows get more."
     )
     spike_max_dispersion: float = Field(
-        0.25, ge=0, description="Cap of the tail test's over-dispersion (var - mean) / mean**2."
+        4.0, ge=0, description="Cap of the tail test's over-dispersion (var - mean) / mean**2."
     )
     progress_every_s: int = Field(
         60, ge=0, description="An open spike's chart and last-seen go to the notifier at most this often "
         "(sooner when its window count crosses a power of two); each update carries every pane since the last."
     )
     trend_min_volume: int = Field(40, ge=1, description="Minimum reports per window for a trend.")
+    trend_history_s: int = Field(
+        1800, ge=0, description="A platform trend key opens only after this much history of its own."
+    )
     trend_z_open: float = Field(5.0, gt=0, description="z-score that opens a platform trend.")
     key_idle_evict_s: int = Field(600, ge=60, description="Evict keys idle this long (event time).")
     critical_score: float = Field(0.9, ge=0, le=1, description="Single-report signal level.")

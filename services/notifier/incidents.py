@@ -91,3 +91,14 @@ def merge(state: IncidentState, signal: Signal) -> Change:
         seen = set(state.sample_report_ids)
         state.sample_report_ids.extend([r for r in signal.sample_report_ids if r not in seen][:room])
     return Change(state, events)
+
+
+def reopen(state: IncidentState, signal: Signal) -> Change:
+    """A key that opened again within the flap cool-down: its resolved incident continues
+    with this burst (the timeline counts the bursts)."""
+    state.status = "triggered"
+    state.resolved_at = None
+    change = merge(state, signal)
+    change.events.insert(0, ("reopened", {"signal_id": signal.signal_id, "reason": signal.reason,
+                                          "report_count": signal.report_count}))
+    return change

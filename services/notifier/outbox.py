@@ -208,3 +208,18 @@ async def cancel_if_never_paged(conn: AsyncConnection, *, incident_id: uuid.UUID
         notifications.update().where(notifications.c.id.in_(pending)).values(status="cancelled")
     )
     return True
+
+
+async def cancel_pending(conn: AsyncConnection, *, incident_id: uuid.UUID, kind: str) -> bool:
+    """Cancel the incident's untried pages of ``kind``; True if there were some and none of
+    that kind had gone out (or was in flight): then nobody heard of it."""
+    where = sa.and_(notifications.c.incident_id == incident_id, notifications.c.kind == kind)
+    rows = await _lock_unless_in_flight(conn, where)
+    if rows is None or any(r.status == "sent" or r.attempts > 0 for r in rows):
+        return False
+    pending = [r.id for r in rows if r.status == "pending"]
+    if pending:
+        await conn.execute(
+            notifications.update().where(notifications.c.id.in_(pending)).values(status="cancelled")
+        )
+    return True

@@ -118,6 +118,11 @@ class Routing(BaseModel):
     group_wait_s: float = Field(0.0, ge=0, le=3600)
     # ... and later changes (a severity rise) page at most once per group interval
     group_interval_s: float = Field(0.0, ge=0, le=86400)
+    # flap handling: a spike or trend that opens again on the same key within this long (event
+    # time) of its incident resolving by itself continues that incident (one page; the
+    # timeline shows each burst), and the resolve page waits this long to see whether it
+    # does (Alertmanager users ask for this; 0 = every burst is an incident of its own)
+    flap_cooldown_s: float = Field(900.0, ge=0, le=86400)
     # an open incident with no new signal for this long resolves itself (0 = never)
     auto_resolve_after_s: float = Field(0.0, ge=0)
     # Alertmanager's repeat interval: a triggered, unacknowledged incident without an

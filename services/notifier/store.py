@@ -20,9 +20,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier.escalator import start_escalation
-from services.notifier.incidents import IncidentState, kind_of, merge, open_incident
+from services.notifier.incidents import IncidentState, kind_of, merge, open_incident, reopen
 from services.notifier.outbox import (
     cancel_if_never_paged,
+    cancel_pending,
     enqueue,
     incident_payload,
     last_sent_at,
@@ -83,6 +84,10 @@ async def apply_signal(
     if row is None:
         if signal.kind == "resolve":
             return Applied(None, created=False, duplicate=False)  # nothing open to resolve
+        if routing is not None and routing.flap_cooldown_s > 0 and signal.kind in ("spike", "trend"):
+            reopened = await _continue_flap(conn, signal=signal, now=now, routing=routing, metrics=metrics)
+            if reopened is not None:
+                return reopened
         change = open_incident(signal)
         incident_id = uuid.uuid4()
         inserted = await conn.execute(
@@ -150,6 +155,66 @@ async def apply_signal(
                                 routing=routing, now=now, at=signal.observed_at, set_team=created,
                                 metrics=metrics)
     return Applied(incident_id, created=created, duplicate=False, notified=notified)
+
+
+async def _continue_flap(
+    conn: AsyncConnection, *, signal: Signal, now: datetime, routing: Routing,
+    metrics: NotifierMetrics | None,
+) -> Applied | None:
+    """A key that opens again within the cool-down of its incident resolving by itself
+    continues that incident, or None if there is none to continue. Its resolve page, held
+    for the cool-down, is cancelled: the person paged for the first burst is not paged again.
+    If that page has gone out already (the cool-down passed on the wall clock in a catch-up),
+    the incident re-opens with a trigger page of its own, so no receiver is left believing
+    it resolved."""
+    since = signal.observed_at - timedelta(seconds=routing.flap_cooldown_s)
+    prev = (
+        await conn.execute(
+            sa.select(incidents)
+            .where(incidents.c.dedup_key == signal.dedup_key, incidents.c.status == "resolved",
+                   incidents.c.resolved_how == "auto", incidents.c.resolved_at >= since,
+                   incidents.c.resolved_at <= signal.observed_at)
+            .order_by(incidents.c.resolved_at.desc())
+            .limit(1)
+            .with_for_update()
+        )
+    ).mappings().first()
+    if prev is None:
+        return None
+    incident_id = prev["id"]
+    state = _state_of(prev)
+    change = reopen(state, signal)
+    if prev["acknowledged_at"] is not None:
+        change.state.status = "acknowledged"  # someone already owns it
+    try:
+        async with conn.begin_nested():  # another notifier may have opened the key meanwhile
+            await conn.execute(
+                incidents.update().where(incidents.c.id == incident_id).values(
+                    updated_at=now, resolved_by=None, resolved_how=None,
+                    **{k: v for k, v in _state_columns(change.state).items()
+                       if k not in ("resolved_how", "resolved_by")}))
+    except sa.exc.IntegrityError:
+        return await apply_signal(conn, signal=signal, now=now, routing=routing, metrics=metrics)
+    await conn.execute(incident_signals.insert().values(
+        signal_id=signal.signal_id, incident_id=incident_id, kind=signal.kind,
+        severity=signal.severity.value, received_at=now, payload=signal.model_dump(mode="json")))
+    if signal.rate is not None:
+        await record_rate(conn, incident_id=incident_id, rate=signal.rate)
+    held_back = await cancel_pending(conn, incident_id=incident_id, kind="resolve")
+    await conn.execute(incident_timeline.insert(), [
+        {"incident_id": incident_id, "at": now, "kind": k, "actor": SYSTEM_ACTOR,
+         "detail": {**d, "resolve_page": "cancelled" if held_back else "already sent"}}
+        for k, d in change.events])
+    if "severity_raised" in {k for k, _ in change.events}:
+        await conn.execute(incident_severity.insert().values(
+            incident_id=incident_id, at=now, severity=change.state.severity.value))
+    notified = 0
+    if not held_back:
+        notified = await notify(conn, incident_id=incident_id, event=signal.signal_id, kind="trigger",
+                                routing=routing, now=now, at=signal.observed_at, metrics=metrics)
+    if metrics is not None and held_back:
+        metrics.pages_held.labels("flap").inc()
+    return Applied(incident_id, created=False, duplicate=False, notified=notified)
 
 
 async def apply_signals(
@@ -319,6 +384,10 @@ async def notify(
                                                     policy_name=route.escalation_policy, now=now,
                                                     metrics=metrics)
     delay = timedelta(0)
+    if kind == "resolve" and routing.flap_cooldown_s > 0 and row.get("resolved_how") == "auto":
+        # held for the cool-down (event time): a burst in it continues the incident and
+        # cancels this page (a catch-up, long past it, sends at once)
+        delay = max(timedelta(0), at + timedelta(seconds=routing.flap_cooldown_s) - now)
     if kind == "trigger":
         # what is left of the wait: all of it live, none in a catch-up (event time long past)
         delay = min(wait, max(timedelta(0), wait_ends - now))

@@ -1,9 +1,9 @@
 """Learned per-key baseline of the window count: EWMA of mean and variance. Pure.
 
-Each closed window is one observation. A new key starts from a prior that counts as
-``prior_weight`` observations, so early windows move it quickly and later ones slowly
-(the effective weight is max(alpha, 1 / (n + 1))). While a key is in a spike its baseline
-is frozen, so a surge is never learned as normal.
+Each closed window is one observation. A new key starts from nothing (n = 0) and learns a
+running average until its weight reaches ``alpha`` (the weight is max(alpha, 1 / (n + 1)));
+what it is judged against meanwhile leans on the population's prior (population.py). While a
+key is in a spike its baseline is frozen, so a surge is never learned as normal.
 """
 
 from __future__ import annotations
@@ -79,8 +79,25 @@ def alpha_for_half_life(half_life_s: float, hop_s: float) -> float:
 # depends on (mean, dispersion, log10_p), so it is computed once per (rounded-up) bucket.
 
 _MEAN_STEPS = 32  # mean buckets per doubling (~2% apart), rounded up: never more lenient
-_PHI_STEPS = 20  # dispersion buckets per unit, rounded up
+_PHI_STEPS = 20  # dispersion buckets per unit up to _PHI_LINEAR, rounded up ...
+_PHI_LINEAR = 0.5
+_PHI_GROWTH = 1.1  # ... then 10% apart (a heavy tail's bar is not sensitive to its exact phi)
 _PHI_MAX = 4.0
+_PHI_LOG_GROWTH = math.log(_PHI_GROWTH)
+
+
+def _phi_of(bucket: int) -> float:
+    lin = round(_PHI_LINEAR * _PHI_STEPS)
+    if bucket <= lin:
+        return bucket / _PHI_STEPS
+    return _PHI_LINEAR * _PHI_GROWTH ** (bucket - lin)
+
+
+def _phi_bucket(phi: float) -> int:
+    phi = min(max(phi, 0.0), _PHI_MAX)
+    if phi <= _PHI_LINEAR:
+        return math.ceil(phi * _PHI_STEPS - 1e-9)
+    return round(_PHI_LINEAR * _PHI_STEPS) + math.ceil(math.log(phi / _PHI_LINEAR) / _PHI_LOG_GROWTH - 1e-9)
 _MEAN_MIN = 1e-3
 
 
@@ -94,6 +111,9 @@ def log10_sf(c: int, mean: float, var: float) -> float:
     if var - mean > 1e-6 * mean * mean:  # else as good as Poisson (and lgamma would cancel)
         r = mean * mean / (var - mean)
         q = mean / (r + mean)  # success probability of the "failures" count
+        cf = _log_beta_tail(c, r, q)  # P(X >= c) = I_q(c, r): fast however heavy the tail
+        if cf is not None:
+            return cf / math.log(10.0)
         log_term = (math.lgamma(c + r) - math.lgamma(r) - math.lgamma(c + 1)
                     + r * math.log1p(-q) + c * math.log(q))
 
@@ -123,10 +143,47 @@ def log10_sf(c: int, mean: float, var: float) -> float:
     return (log_term + math.log(total)) / math.log(10.0)
 
 
-@functools.lru_cache(maxsize=65_536)
+def _log_beta_tail(a: float, b: float, x: float) -> float | None:
+    """ln I_x(a, b), the regularised incomplete beta, by its continued fraction (modified
+    Lentz, as in Numerical Recipes' betacf); None if it does not converge (then the caller
+    sums the tail). Converges fast for x < (a + 1) / (a + b + 2), which holds above the mean."""
+    if x >= (a + 1.0) / (a + b + 2.0):
+        return None
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        de = d * c
+        h *= de
+        if abs(de - 1.0) < 1e-12:
+            break
+    else:
+        return None
+    if h <= 0:
+        return None
+    ln_front = (a * math.log(x) + b * math.log1p(-x) - math.log(a)
+                - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)))
+    return ln_front + math.log(h)
+
+
+@functools.lru_cache(maxsize=262_144)
 def _threshold(mean_bucket: int, phi_bucket: int, log10_p: float) -> int:
     mean = 2.0 ** (mean_bucket / _MEAN_STEPS)
-    var = mean + phi_bucket / _PHI_STEPS * mean * mean
+    var = mean + _phi_of(phi_bucket) * mean * mean
     lo = int(mean)  # sf(lo) ~ 1 > p
     hi = max(lo + 1, 2)
     while log10_sf(hi, mean, var) > -log10_p:
@@ -146,5 +203,4 @@ def tail_threshold(mean: float, phi: float, log10_p: float) -> int:
     up to a bucket first (so the threshold is never lower than the exact one), and thresholds
     are cached per bucket: this is called for every key at every window end."""
     mb = math.ceil(_MEAN_STEPS * math.log2(max(mean, _MEAN_MIN)) - 1e-9)
-    pb = math.ceil(min(max(phi, 0.0), _PHI_MAX) * _PHI_STEPS - 1e-9)
-    return _threshold(mb, pb, log10_p)
+    return _threshold(mb, _phi_bucket(phi), log10_p)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.triage.baseline import Baseline, alpha_for_half_life, tail_threshold
+from services.triage.population import Population
 from services.triage.scoring import ScoringConfig, SpikeScore, best_spike_score, severity_for, spike_score
 from services.triage.tally import Tally, window_stats
 
@@ -50,9 +51,6 @@ class DetectorConfig:
     hop_s: int = 10
     grace_s: int = 30
     half_life_s: float = 3600.0
-    prior_weight: int = 6
-    prior_mean: float = 1.0
-    prior_per_kviewer: float = 0.02  # expected reports per window per 1,000 viewers
     var_floor: float = 2.0
     z_open: float = 7.5
     ratio_open: float = 2.5
@@ -64,8 +62,29 @@ class DetectorConfig:
     close_after: int = 6
     learn_clip_z: float = 4.5  # windows above mean + 4.5 sd teach the baseline only that much
     idle_evict_s: int = 600
-    warmup_windows: int = 6  # a new key needs this many windows of history ...
-    new_key_min_volume: int = 40  # ... or this many effective reports to open a spike
+    # a stream key with fewer than this many full windows of its own is young: it is judged
+    # against the population's prior (see population.py) blended with what it has seen, at a
+    # bound this much stricter, and cannot open at all while the population knows too little
+    young_windows: int = 30
+    young_extra_log10_p: float = 2.0
+    # ... and with an over-dispersion of at least this, falling to 0 as its own windows reach
+    # young_windows: in a platform's first minutes the population's spread is measured on the
+    # keys that just reported (a zero-truncated sample, too narrow), and a heavy-tailed key
+    # looks Poisson for its first few windows
+    young_min_dispersion: float = 1.0
+    # where no population stands behind a young key (fewer than population.MIN_KEYS of its
+    # kind were ever seen), its prior is this many reports a window per 1,000 viewers (at
+    # least fallback_mean), with this over-dispersion (a guess, so a wide one)
+    fallback_per_kviewer: float = 0.02
+    fallback_mean: float = 1.0
+    fallback_dispersion: float = 2.0
+    # the over-dispersion a key is tested with is shrunk towards its population's, as if the
+    # population's were this many independent windows of the key's own (as edgeR and DESeq2
+    # shrink negative-binomial dispersions): a few minutes of history say little about a tail
+    dispersion_prior_windows: float = 10.0
+    # a platform-wide trend key opens only after this much history of its own: no population
+    # stands behind it (there is one key per category and region)
+    trend_history_s: int = 1800
     trend_min_volume: int = 40
     # platform-wide counts are large and smooth: a lower bar, tested only on closed windows
     trend_z_open: float = 5.0
@@ -83,9 +102,9 @@ class DetectorConfig:
     # bar once a surge is real) and open a few seconds later
     open_log10_p: float = 5.4
     budget_exponent: float = 2.0
-    # the tail test's over-dispersion (var - mean) / mean**2, from the learned variance, is at
-    # most this: on a quiet key it is mostly estimation noise (and a heavy tail's bar is high)
-    max_dispersion: float = 0.25
+    # the tail test's over-dispersion (var - mean) / mean**2, learned (and shrunk, above), is at
+    # most this; real count series measure 0.2..2 between 5-minute buckets
+    max_dispersion: float = 4.0
     # an open spike's closed windows go to the notifier (its chart, its "last seen") at most
     # once per this many seconds, sooner when the window's count crosses a power of two; each
     # carries every pane since the last one, so the chart misses nothing (9 in 10 signals
@@ -102,6 +121,8 @@ class DetectorConfig:
             raise ValueError("open_log10_p must be > 0")
         if self.grace_s < 0:
             raise ValueError("grace_s must be >= 0")
+        if self.max_dispersion < 0 or self.dispersion_prior_windows < 0:
+            raise ValueError("max_dispersion and dispersion_prior_windows must be >= 0")
 
     @property
     def window_ms(self) -> int:
@@ -252,12 +273,18 @@ class KeyedDetector:
         min_volume: int,
         category_of: Callable[[tuple[str, ...]], str],
         z_open: float | None = None,
+        min_history: int = 0,
     ) -> None:
         self.cfg = cfg
         self.early = early
         self.min_volume = min_volume
         self.z_open = cfg.z_open if z_open is None else z_open
         self.category_of = category_of
+        # windows of its own a key needs before it may open at all (trends: no population)
+        self.min_history = min_history
+        self.population = Population(cfg.alpha, cfg.hop_ms)
+        self._fell_back = False
+        self.start: int | None = None  # the partition's first pane: windows before it held no data
         self.keys: dict[tuple[str, ...], KeyState] = {}
         self.closed_through: int | None = None
         self.evicted: dict[tuple[str, ...], BaselineRow] = {}
@@ -275,13 +302,52 @@ class KeyedDetector:
         ) if early else ()
         self._keep_ms = max(cfg.window_ms, *(w for w, _, _ in self._scales)) if early else cfg.window_ms
         self._open_lp = cfg.log10_p_for(cfg.window_s)  # the window_s bound, for the chart's band
+        self._window_hops = cfg.window_s // cfg.hop_s
+        # the EWMA's memory in windows: past it, n says nothing more about the baseline's weight
+        self._n_cap = 1.0 / self._alpha
 
     # ---- keys ---------------------------------------------------------------------------
 
-    def prior(self, viewers: int) -> Baseline:
+    def reference(self, key: tuple[str, ...], ks: KeyState) -> Baseline | None:
+        """The baseline a key is judged against. Trends: their own. Stream keys: their own
+        blended with the population's prior (population.py) by credibility, the prior counting
+        as 1 / (phi mu) + 1 windows (a busy stream's own minutes soon outweigh it, a quiet one
+        leans on it for an hour), and its over-dispersion
+        shrunk towards the population's. None for a young key while the population knows too
+        little to say what it should expect: such a key does not open."""
+        base = ks.base
+        if not self.early:
+            return base
         cfg = self.cfg
-        mean = max(cfg.prior_mean, viewers / 1000.0 * cfg.prior_per_kviewer)
-        return Baseline(mean, max(cfg.var_floor, 2.0 * mean), cfg.prior_weight)
+        population = self.population
+        category = self.category_of(key)
+        pop = population.prior(category, ks.viewers)
+        if pop is None:
+            if base.n >= cfg.young_windows:
+                return base
+            if not population.is_small(ks.viewers):
+                return None  # a population is there: wait the few seconds it takes to learn
+            self._fell_back = True  # only while the partition has seen few keys: not cached
+            pop = (max(cfg.fallback_mean, ks.viewers / 1000.0 * cfg.fallback_per_kviewer),
+                   cfg.fallback_dispersion)
+        mu0, phi0 = pop
+        wh = self._window_hops
+        n = min(float(base.n), self._n_cap)
+        # Buhlmann credibility: the prior is worth (process variance) / (variance of the keys'
+        # means) = (mu + phi_t mu**2) / (phi0 mu**2) windows, the key's own wobble phi_t taken
+        # as the population's (it is in phi0): 1 / (phi0 mu) + 1 windows, window_s / hop hops each
+        k0 = min(self._n_cap, wh * (1.0 / max(phi0 * mu0, 1e-9) + 1.0))
+        t = k0 + n
+        d = base.mean - mu0
+        mean = (k0 * mu0 + n * base.mean) / t
+        var = (k0 * (mu0 + phi0 * mu0 * mu0) + n * base.var + k0 * n / t * d * d) / t
+        phi_own = max(0.0, var - mean) / (mean * mean) if mean > 0 else phi0
+        ne = n / wh  # independent windows: overlapping ones share their panes
+        kp = cfg.dispersion_prior_windows
+        phi = (kp * phi0 + ne * phi_own) / (kp + ne) if kp + ne > 0 else phi0
+        if base.n < cfg.young_windows:
+            phi = max(phi, cfg.young_min_dispersion * (1.0 - base.n / cfg.young_windows))
+        return Baseline(mean, mean + phi * mean * mean, base.n)
 
     def missing(self, key: tuple[str, ...]) -> bool:
         """True if the key's baseline may live in the store (not in memory, not just evicted)."""
@@ -322,7 +388,9 @@ class KeyedDetector:
                 base.observe_zeros((self.closed_through - closed) // self.cfg.hop_ms, self._alpha)
             ks = self.keys[key] = KeyState(base)
         else:
-            ks = self.keys[key] = KeyState(self.prior(viewers), born=pane)
+            ks = self.keys[key] = KeyState(Baseline(0.0, 0.0, 0), born=pane)
+            if self.early:
+                self.population.new_key(self.category_of(key), viewers)
         return ks
 
     # ---- reports ------------------------------------------------------------------------
@@ -381,7 +449,7 @@ class KeyedDetector:
         if ks.gcur < ks.gneed:
             return None  # the common case: no window ending here can pass
         if not ks.gfull:
-            self._gate(ks, end)
+            self._gate(key, ks, end)
             if ks.gcur < ks.gneed:
                 return None
         return self._test_early(key, ks, end, ts_ms)
@@ -405,11 +473,11 @@ class KeyedDetector:
         ks.gneed = ks.gpre = self.min_volume - before
         ks.gfull = False
 
-    def _gate(self, ks: KeyState, end: int) -> None:
+    def _gate(self, key: tuple[str, ...], ks: KeyState, end: int) -> None:
         """Cache, for the pane ending at ``end``, what its count must reach before any test
         of a window ending there can pass: per window length, the count of its earlier panes
         and its threshold (the most of: min volume, ratio over the scaled baseline mean, the
-        tail-test count, and for a new key the new-key volume)."""
+        tail-test count from the key's reference)."""
         cfg = self.cfg
         hop = self._hop
         last = end - hop
@@ -436,11 +504,18 @@ class KeyedDetector:
             ks.gscales = ()
             ks.gneed = max(self.min_volume, ks.next_raw) - prior
             return
-        base = ks.base
-        mean = base.mean
-        phi = self._dispersion(base)
-        new_key = ks.born is not None and base.n < cfg.prior_weight + cfg.warmup_windows
-        floor = max(self.min_volume, cfg.new_key_min_volume) if new_key else self.min_volume
+        self._fell_back = False
+        ref = self.reference(key, ks)
+        if self._fell_back:
+            ks.gfull = False  # the gate is a bound: recomputed when reached (more keys may come)
+        if ref is None:  # young, and nothing to judge it against yet
+            ks.gscales = ()
+            ks.gneed = 1 << 62
+            return
+        mean = ref.mean
+        phi = self._dispersion(ref)
+        extra = cfg.young_extra_log10_p if ks.base.n < cfg.young_windows else 0.0
+        floor = self.min_volume
         scales = []
         need = 1 << 62
         for wms, frac, lp in self._scales:
@@ -451,7 +526,7 @@ class KeyedDetector:
             # wobble does not average out within it); a longer one is a sum of window_s
             # windows whose wobbles are taken as independent, so its variance adds up
             thr = max(floor, math.ceil(cfg.ratio_open * m - 1e-9),
-                      tail_threshold(m, phi if frac <= 1.0 else phi / frac, lp))
+                      tail_threshold(m, phi if frac <= 1.0 else phi / frac, lp + extra))
             before_w = prior_at[wms // hop]
             scales.append((wms, before_w, thr))
             if thr - before_w < need:
@@ -519,17 +594,15 @@ class KeyedDetector:
         base = ks.base
         if ks.in_spike:
             return self._raise(key, ks, end, at_ms, raw)
+        if base.n < self.min_history:
+            return None  # too little history of its own to say what is unusual
         if raw < cfg.ratio_open * base.mean or (ks.wend == ks.next_end and raw < ks.next_raw):
-            return None
-        new_key = ks.born is not None and base.n < cfg.prior_weight + cfg.warmup_windows
-        if new_key and raw < cfg.new_key_min_volume:
             return None
         raw, distinct, eff = self._window(ks, end)
         if (
             eff < self.min_volume
             or distinct < cfg.min_reporters
             or eff < cfg.ratio_open * base.mean
-            or (new_key and eff < cfg.new_key_min_volume)
             or base.z(eff, cfg.var_floor) < self.z_open
         ):
             # a busy window that is not a spike: look again once it has grown by a tenth
@@ -572,10 +645,9 @@ class KeyedDetector:
             return min(self.cfg.max_dispersion, (base.var - mean) / (mean * mean))
         return 0.0
 
-    def _open_level(self, ks: KeyState) -> float:
-        """The window_s count that opens a spike on this key now (for the chart's band)."""
+    def _open_level(self, base: Baseline) -> float:
+        """The window_s count that opens a spike on a key with this reference (the chart's band)."""
         cfg = self.cfg
-        base = ks.base
         mean = base.mean
         level = max(float(self.min_volume), cfg.ratio_open * mean)
         if self.early and self._scales:
@@ -603,19 +675,20 @@ class KeyedDetector:
         raw: int, distinct: int, eff: int, panes: int | None = None,
     ) -> Decision:
         cfg = self.cfg
+        ref = self.reference(key, ks) or ks.base
         sp = spike_score(
-            self.category_of(key), effective=eff, baseline_mean=ks.base.mean, distinct=distinct,
+            self.category_of(key), effective=eff, baseline_mean=ref.mean, distinct=distinct,
             viewers=ks.viewers, cfg=cfg.scoring,
         )
         tier = severity_for(sp.score, cfg.scoring.severity_thresholds).rank
         return Decision(
             kind=kind, key=key, window_end_ms=end, opened_end_ms=ks.opened_end or end, at_ms=at_ms,
-            raw=raw, distinct=distinct, effective=eff, mean=ks.base.mean,
-            z=ks.base.z(eff, cfg.var_floor), score=sp.score, tier=tier, components=sp,
+            raw=raw, distinct=distinct, effective=eff, mean=ref.mean,
+            z=ref.z(eff, cfg.var_floor), score=sp.score, tier=tier, components=sp,
             samples=tuple(ks.samples[-SAMPLES:]), viewers=ks.viewers,
             # an opening shows what led up to it (all panes held); later ones add their pane
             rate=self._rate(ks, end, panes or (self._keep_ms // self._hop if kind == "open" else 1)),
-            upper=round(self._open_level(ks), 3),
+            upper=round(self._open_level(ref), 3),
         )
 
     # ---- time ---------------------------------------------------------------------------
@@ -630,9 +703,9 @@ class KeyedDetector:
             # minutes of panes before its first watermark), or at the watermark if none
             earliest = min((min(ks.panes) for ks in self.keys.values() if ks.panes), default=None)
             if earliest is None or earliest >= last:
-                self.closed_through = last
+                self.closed_through = self.start = last
                 return
-            self.closed_through = earliest
+            self.closed_through = self.start = earliest
         if last <= self.closed_through:
             return
         first = self.closed_through + hop
@@ -700,7 +773,7 @@ class KeyedDetector:
                 ks.pbucket = raw.bit_length()
                 yield self._decision("progress", key, ks, end, end, raw, distinct, eff, panes=1)
                 return
-            base = ks.base
+            base = self.reference(key, ks) or ks.base
             level = max(self.min_volume, cfg.ratio_close * base.mean,
                         base.mean + cfg.z_close * (max(base.var, base.mean, cfg.var_floor) ** 0.5))
             if eff < level:
@@ -724,11 +797,29 @@ class KeyedDetector:
                                      panes=self._panes_since_progress(ks, end))
                 ks.pend, ks.pbucket = end, bucket
         else:
-            # learn from the window clipped at mean + learn_clip_z sd: a surge building
-            # below the open bar must not inflate the variance and so raise its own bar
+            # learn from the window clipped at mean + learn_clip_z sd of the key's reference: a
+            # surge building below the open bar must not inflate the variance and so raise its
+            # own bar (a key learning from nothing, with no reference yet, is not clipped)
             base = ks.base
-            cap = base.mean + cfg.learn_clip_z * max(base.var, base.mean, cfg.var_floor) ** 0.5
-            base.observe(eff if eff <= cap else cap, self._alpha)
+            x: float = eff
+            # (a key with history of its own is clipped at its own bar: the blend moves it little)
+            if base.n >= cfg.young_windows:
+                ref = base
+            else:
+                ref = self.reference(key, ks) if self.early else None
+            start = self.start if self.start is not None else end - self._window_ms
+            cover = (end - start) / self._window_ms
+            if ref is not None and cover >= 1.0:
+                cap = ref.mean + cfg.learn_clip_z * max(ref.var, ref.mean, cfg.var_floor) ** 0.5
+                if x > cap:
+                    x = cap
+            if self.early:
+                # every window teaches the population (a part-covered one as part exposure),
+                # unclipped: a clip at the population's own bar would hide the very spread it
+                # must learn; only whole windows are the key's own history
+                self.population.observe(self.category_of(key), eff, ks.viewers, min(cover, 1.0), end)
+            if cover >= 1.0:
+                base.observe(x, self._alpha)
 
     # ---- checkpoints --------------------------------------------------------------------
 
@@ -742,6 +833,8 @@ class KeyedDetector:
         # form rounds differently), and a restore must change nothing
         return {
             "closed_through": self.closed_through,
+            "start": self.start,
+            "population": self.population.dump(),
             "swept": self._swept,
             "keys": [(list(k), ks.dump()) for k, ks in self.keys.items()],
             "evicted": [(list(k), list(v)) for k, v in self.evicted.items()],
@@ -749,6 +842,8 @@ class KeyedDetector:
 
     def load(self, d: dict[str, Any]) -> None:
         self.closed_through = d["closed_through"]
+        self.start = d.get("start", self.closed_through)
+        self.population.load(d.get("population", {}))
         self.keys = {tuple(k): KeyState.load(v) for k, v in d["keys"]}
         self.evicted = {tuple(k): tuple(v) for k, v in d["evicted"]}  # type: ignore[misc]
         self._swept = d.get("swept", 0)

@@ -94,6 +94,7 @@ def detector_config(s: Settings) -> DetectorConfig:
         close_after=s.spike_close_after,
         idle_evict_s=s.key_idle_evict_s,
         trend_min_volume=s.trend_min_volume,
+        trend_history_s=s.trend_history_s,
         trend_z_open=s.trend_z_open,
         scan_windows_s=s.spike_scan_windows_s,
         open_log10_p=s.spike_open_log10_p,

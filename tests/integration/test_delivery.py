@@ -533,3 +533,70 @@ async def test_a_page_that_may_have_arrived_is_never_cancelled_and_its_resolve_f
         await drain(d, clock)
     pd = [r.json()["event_action"] for r in rec.requests if r.path == "/pd"]
     assert pd == ["trigger", "resolve"]
+
+
+async def test_a_flap_within_the_cool_down_continues_its_incident_with_one_page(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Alertmanager's most asked-for fix: a spike that opens again on the same key soon after
+    it resolved is the same incident. One trigger, one resolve (held for the cool-down, sent
+    when no burst came), and the timeline shows each burst; a burst after the cool-down is a
+    new incident."""
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = routing_for(rec, tmp_path)
+        assert routing.flap_cooldown_s == 900  # the default
+        d = deliverer(engine, routing, http, clock)
+
+        async def apply(sig: Signal) -> None:
+            if sig.observed_at > clock.now():
+                clock.advance(sig.observed_at - clock.now())
+            async with engine.begin() as conn:
+                await apply_signal(conn, signal=sig, now=clock.now(), routing=routing)
+            await drain(d, clock, rounds=2)
+
+        minute = timedelta(minutes=1)
+        await apply(signal(1))
+        await apply(signal(2, kind="resolve", at=T0 + 2 * minute))
+        assert [r.json()["event_action"] for r in rec.requests if r.path == "/pd"] == ["trigger"]
+        await apply(signal(3, at=T0 + 6 * minute))  # a second burst: the same incident
+        await apply(signal(4, kind="resolve", at=T0 + 8 * minute))
+        clock.advance(timedelta(minutes=16))  # no burst within the cool-down: the resolve goes out
+        await drain(d, clock, rounds=2)
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.text(
+                "SELECT id, status, signal_count FROM incidents WHERE dedup_key = 'spike:s1:violence'"))).all()
+            assert len(rows) == 1 and rows[0].status == "resolved" and rows[0].signal_count == 4
+            kinds = (await conn.execute(sa.text(
+                "SELECT kind FROM incident_timeline WHERE incident_id = :i ORDER BY id"), {"i": rows[0].id})
+            ).scalars().all()
+        assert kinds.count("reopened") == 1 and kinds.count("resolved") == 2
+        pd = [r.json()["event_action"] for r in rec.requests if r.path == "/pd"]
+        assert pd == ["trigger", "resolve"]
+        await apply(signal(5, at=clock.now() + 20 * minute))  # past the cool-down: a new incident
+        async with engine.connect() as conn:
+            n = await conn.scalar(sa.text("SELECT count(*) FROM incidents WHERE dedup_key = 'spike:s1:violence'"))
+        assert n == 2
+        assert [r.json()["event_action"] for r in rec.requests if r.path == "/pd"] == ["trigger", "resolve", "trigger"]
+
+
+async def test_a_flap_after_its_resolve_went_out_is_paged_again(settings: Settings, tmp_path: Path) -> None:
+    """Read in a catch-up, long after the cool-down passed on the wall clock, the resolve
+    went out at once; the burst that followed within the cool-down (event time) continues the
+    incident and pages it again, so no receiver is left thinking it resolved."""
+    clock = ManualClock(T0 + timedelta(hours=3))
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = routing_for(rec, tmp_path)
+        d = deliverer(engine, routing, http, clock)
+        for sig in (signal(1), signal(2, kind="resolve", at=T0 + timedelta(minutes=2))):
+            async with engine.begin() as conn:
+                await apply_signal(conn, signal=sig, now=clock.now(), routing=routing)
+            await drain(d, clock, rounds=1)
+        async with engine.begin() as conn:
+            res = await apply_signal(conn, signal=signal(3, at=T0 + timedelta(minutes=5)), now=clock.now(),
+                                     routing=routing)
+        await drain(d, clock, rounds=1)
+        async with engine.connect() as conn:
+            n = await conn.scalar(sa.text("SELECT count(*) FROM incidents"))
+    assert n == 1 and res.notified == 3
+    assert [r.json()["event_action"] for r in rec.requests if r.path == "/pd"] == ["trigger", "resolve", "trigger"]

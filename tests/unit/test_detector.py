@@ -57,12 +57,17 @@ def test_config_validation() -> None:
     assert CFG.window_ms == 60_000 and CFG.hop_ms == 10_000 and CFG.grace_ms == 30_000
 
 
-def test_prior_scales_with_audience() -> None:
+def test_a_new_key_starts_from_no_history_of_its_own() -> None:
     det = detector()
-    small = det.prior(0)
-    assert (small.mean, small.var, small.n) == (CFG.prior_mean, CFG.var_floor, CFG.prior_weight)
-    big = det.prior(1_000_000)
-    assert big.mean == pytest.approx(20.0) and big.var == pytest.approx(40.0)
+    det.add(KEY, T0, reporter=1, viewers=1_000_000)
+    assert det.keys[KEY].base.dump() == (0.0, 0.0, 0)
+    # no population (one key): the configured fallback, wide
+    ref = det.reference(KEY, det.keys[KEY])
+    assert ref is not None and ref.mean == pytest.approx(20.0)  # 0.02 per 1,000 viewers
+    assert (ref.var - ref.mean) / ref.mean**2 == pytest.approx(CFG.fallback_dispersion)
+    for i in range(30):  # a population appears, not yet taught: a young key waits for it
+        det.add((f"s{i + 2}", "violence"), T0, reporter=1, viewers=1000)
+    assert det.reference(KEY, det.keys[KEY]) is None
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -82,6 +87,7 @@ def test_surge_of_distinct_reporters_opens_then_resolves_after_close_after_quiet
     rng = random.Random(7)
     p = T0 + 600_000
     feed(det, [(T0, 1)])  # the clock starts
+    list(det.close_through(p - CFG.grace_ms))
     before = det.keys[KEY].base.dump()
     decisions = feed(det, crowd(rng, [p + i * 100 for i in range(20)]))
     opens = [d for d in decisions if d.kind == "open"]
@@ -208,8 +214,8 @@ def test_raises_only_improve_the_tier() -> None:
 
 
 def test_trend_mode_decides_only_when_windows_close() -> None:
-    cfg = DetectorConfig(warmup_windows=0)  # a key without history, judged like any other
-    det = KeyedDetector(cfg, early=False, min_volume=10, category_of=lambda k: k[0])
+    cfg = DetectorConfig()
+    det = KeyedDetector(cfg, early=False, min_volume=10, category_of=lambda k: k[0])  # no history needed
     key = ("hate",)
     list(det.close_through(T0))
     p = T0 + 100_000
@@ -244,9 +250,9 @@ def test_idle_keys_are_evicted_with_their_baseline_and_restored_with_catch_up() 
     expect = Baseline(*row[:3])
     expect.observe_zeros(30, CFG.alpha)
     assert det.keys[KEY].base.dump() == expect.dump()
-    # without a stored row a returning key starts from the prior
+    # without a stored row a returning key starts from nothing
     det.add(("s9", "spam"), back + 40_000, reporter=1)
-    assert det.keys[("s9", "spam")].base.dump() == det.prior(0).dump()
+    assert det.keys[("s9", "spam")].base.dump() == (0.0, 0.0, 0)
 
 
 def test_evicted_key_coming_back_uses_the_in_memory_row_over_stored() -> None:
@@ -287,16 +293,49 @@ def test_dump_load_through_json_continues_identically(cut: int) -> None:
     assert first + feed(again, events[cut:]) == whole
 
 
-def test_a_new_key_needs_history_or_a_large_surge() -> None:
-    """A stream first seen with ordinary traffic must not page just because the prior is low."""
+def platform(det: KeyedDetector, rng: random.Random, start: int, end: int, keys: int = 300,
+             per_kviewer_per_s: float = 0.002) -> None:
+    """A population of streams whose reports come in proportion to their viewers (Zipf)."""
+    events = []
+    for i in range(keys):
+        viewers = 200_000 // (i + 1)
+        for t in poisson(rng, viewers / 1000 * per_kviewer_per_s, start, end):
+            events.append((t, (f"p{i}", "hate"), viewers))
+    events.sort()
+    for t, key, viewers in events:
+        list(det.close_through(t - det.cfg.grace_ms))
+        assert det.add(key, t, reporter=rng.getrandbits(32), viewers=viewers) is None
+
+
+def test_a_new_key_is_judged_against_what_the_population_teaches() -> None:
+    """A busy stream first seen at its ordinary rate does not page; a quiet stream first seen
+    in a surge does. Without a population neither can open."""
+    rng = random.Random(3)
+    det = detector()
+    busy = [(t, rng.getrandbits(32)) for t in poisson(rng, 0.4, T0, T0 + 60_000)]  # 24/min
+    assert feed(det, busy, key=("alone", "hate"), viewers=200_000) == []  # nothing known yet
+    det = detector()
+    platform(det, rng, T0, T0 + 300_000)  # 5 minutes of 300 streams, 0.12/min per 1,000 viewers
+    pop = det.population.prior("hate", 200_000)
+    # 24 per 60 s window; it leans high (only windows of keys with data teach it), never low
+    assert pop is not None and 24.0 * 0.9 <= pop[0] <= 24.0 * 1.6
+    t1 = T0 + 300_000
+    busy = [(t, rng.getrandbits(32)) for t in poisson(rng, 0.4, t1, t1 + 120_000)]
+    assert feed(det, busy, key=("new-busy", "hate"), viewers=200_000) == []
+    surge = [(t, rng.getrandbits(32)) for t in poisson(rng, 1.0, t1, t1 + 60_000)]  # 60/min
+    opened = [d for d in feed(det, surge, key=("new-quiet", "hate"), viewers=1_000) if d.kind == "open"]
+    assert len(opened) == 1 and opened[0].mean < 2.0
+
+
+def test_a_trend_key_opens_only_after_history_of_its_own() -> None:
     cfg = DetectorConfig()
-    det = KeyedDetector(cfg, early=True, min_volume=cfg.min_volume, category_of=lambda k: k[1])
-    key = ("fresh", "hate")
-    ts = [T0 + i * 1000 for i in range(30)]  # 30 distinct reporters in 30 s, from nowhere
-    assert [d for d in (det.add(key, t, reporter=i, viewers=1000) for i, t in enumerate(ts)) if d] == []
-    big = ("fresh2", "hate")
-    opened = [d for d in (det.add(big, T0 + i * 200, reporter=i, viewers=1000) for i in range(60)) if d]
-    assert [d.kind for d in opened] == ["open"] and opened[0].effective >= cfg.new_key_min_volume
+    det = KeyedDetector(cfg, early=False, min_volume=10, category_of=lambda k: k[0], min_history=30)
+    key = ("hate",)
+    list(det.close_through(T0))
+    p = T0 + 100_000
+    det.add(key, p, tally=(40, [(j, 1) for j in range(40)], False))
+    assert [d for d in det.close_through(p + 200_000) if d.kind == "open"] == []
+    assert det.keys[key].base.n < 30
 
 
 def test_settings_defaults_are_the_detector_defaults() -> None:

@@ -20,7 +20,7 @@ from services.triage.trends import TrendTask
 from shared.events import Signal
 
 T0 = 1_700_000_000_000
-CFG = DetectorConfig()
+CFG = DetectorConfig(trend_history_s=600)  # the surge comes 14 minutes in: history enough
 MIN = 60_000
 HOP = CFG.hop_ms
 STREAMS = [f"s{i}" for i in range(12)]

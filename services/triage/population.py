@@ -1,0 +1,227 @@
+"""What a partition's keys teach about a key they have not seen: an empirical-Bayes prior. Pure.
+
+A key without history (a stream that just went live, or every key of a platform whose triage
+just started) cannot be judged against its own baseline, and a constant prior is wrong for
+nearly every key: a stream with 200,000 viewers files hundreds of reports a minute as a matter
+of course, one with 50 viewers next to none. Reports come roughly in proportion to viewers,
+so per category this learns, over every key's closed windows, the rate per viewer
+
+    r = sum(x) / sum(e)            x: a window's count, e: its exposure (viewers x coverage)
+
+and how far keys stray from that prediction, the over-dispersion of the counts around it
+
+    phi = (sum((x - r e)**2) - sum(r e)) / sum((r e)**2)
+
+(a gamma-Poisson mixture's 1 / shape; method of moments). A key with ``v`` viewers then
+expects ``r v`` reports a window with dispersion ``phi``: a gamma prior on its rate, worth
+``1 / (phi r v)`` windows of its own data (the credibility the gamma-Poisson model gives it),
+which the detector blends with what the key has seen. Keys reported without a viewer count
+are pooled apart (their exposure is the coverage alone: the prior is the mean key's count).
+
+Exposure is weighted by coverage, the part of the window the partition held data for, so the
+first windows after a start (which hold a few seconds of data) teach the rate, not a sixth of
+it. Only windows of keys with data are seen (an idle key's quiet windows are applied in closed
+form, not visited), so the rate leans high: a prior that errs towards fewer pages. Sums decay
+with the keys' half-life on event time, so the prior follows the daily cycle.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# a pool answers once it has seen this many key-windows (decayed) holding this many reports
+MIN_WINDOWS = 20.0
+MIN_REPORTS = 10.0
+# fewer keys than this of a kind, ever, and there is no population to learn from: the detector
+# falls back to its configured default prior (a test rig, a region with a handful of streams)
+MIN_KEYS = 20
+ALL = "*"  # the pool of every category
+
+
+class Pool:
+    """Decayed moment sums of (count, exposure) over key-windows, as of window end ``at``."""
+
+    __slots__ = ("sx", "se", "sxx", "sxe", "see", "n", "at", "_est")
+
+    def __init__(self) -> None:
+        self.sx = self.se = self.sxx = self.sxe = self.see = self.n = 0.0
+        self.at = 0
+        self._est: tuple[float, float] | None | bool = False  # False: not computed since a change
+
+    def add(self, x: float, e: float, w: float) -> None:
+        self._est = False
+        self.sx += w * x
+        self.se += w * e
+        self.sxx += w * x * x
+        self.sxe += w * x * e
+        self.see += w * e * e
+        self.n += w
+
+    def scale(self, q: float) -> None:
+        self._est = False
+        self.sx *= q
+        self.se *= q
+        self.sxx *= q
+        self.sxe *= q
+        self.see *= q
+        self.n *= q
+
+    def estimate(self) -> tuple[float, float] | None:
+        """(rate per unit of exposure, over-dispersion), or None while too little is known."""
+        if self._est is False:
+            self._est = self._estimate()
+        return self._est  # type: ignore[return-value]
+
+    def _estimate(self) -> tuple[float, float] | None:
+        if self.n < MIN_WINDOWS or self.sx < MIN_REPORTS or self.se <= 0:
+            return None
+        r = self.sx / self.se
+        excess = self.sxx - 2.0 * r * self.sxe + r * r * self.see - r * self.se
+        return r, max(0.0, excess / (r * r * self.see))
+
+    def dump(self) -> list[float]:
+        return [self.sx, self.se, self.sxx, self.sxe, self.see, self.n, self.at]
+
+    @classmethod
+    def load(cls, d: list[float]) -> Pool:
+        p = cls()
+        p.sx, p.se, p.sxx, p.sxe, p.see, p.n = (float(v) for v in d[:6])
+        p.at = int(d[6])
+        return p
+
+
+def _bucket(m: float) -> int:
+    """The dispersion stratum of an expected count: one per doubling, 1/64 .. 4096."""
+    return min(12, max(-6, math.frexp(m)[1] - 1)) if m > 0 else -6
+
+
+class Dispersion:
+    """Decayed sums for the over-dispersion of counts around their prediction, in one stratum
+    of expected count: sum((x - m)**2 - m) / sum(m**2)."""
+
+    __slots__ = ("excess", "mm", "n", "at")
+
+    def __init__(self) -> None:
+        self.excess = self.mm = self.n = 0.0
+        self.at = 0
+
+    def estimate(self) -> float | None:
+        if self.n < MIN_WINDOWS or self.mm <= 0:
+            return None
+        return max(0.0, self.excess / self.mm)
+
+
+class Population:
+    """Per (category, has a viewer count): the rate pools of one partition's keys; per (has a
+    viewer count, stratum of expected count): the over-dispersion around that rate. Strata,
+    because heterogeneity is not the same at every scale (as DESeq2 fits a dispersion-mean
+    trend): a busy key's count is dominated by how its audience differs, a quiet one's by
+    chance, and one number fitted by moments would be the busiest keys' alone."""
+
+    def __init__(self, alpha: float, hop_ms: int) -> None:
+        self.pools: dict[tuple[str, bool], Pool] = {}
+        self.disp: dict[tuple[bool, int], Dispersion] = {}
+        self.keys: dict[tuple[str, bool], int] = {}  # keys ever created, per (category, has viewers)
+        self._keep = 1.0 - alpha
+        self._hop = hop_ms
+        self._decay: dict[int, float] = {}  # hops -> (1 - alpha)**hops
+
+    def _q(self, hops: int) -> float:
+        q = self._decay.get(hops)
+        if q is None:
+            q = self._decay[hops] = self._keep ** hops
+        return q
+
+    def new_key(self, category: str, viewers: int) -> None:
+        pk = (ALL, viewers > 0)
+        self.keys[pk] = self.keys.get(pk, 0) + 1
+
+    def is_small(self, viewers: int) -> bool:
+        """Too few keys were ever seen (of any category) for a population to speak of."""
+        return self.keys.get((ALL, viewers > 0), 0) < MIN_KEYS
+
+    def observe(self, category: str, x: float, viewers: int, coverage: float, end_ms: int) -> None:
+        """One closed window of a key not in a spike: ``x`` reports, ``coverage`` (0..1] of
+        the window held data."""
+        has_v = viewers > 0
+        e = (viewers or 1) * coverage
+        # every category's pool, and the pool of all of them (for a category too rare yet)
+        everyone = self.pools.get((ALL, has_v))
+        if everyone is None:
+            everyone = self.pools[(ALL, has_v)] = Pool()
+            everyone.at = end_ms
+        everyone.add(x, e, self._weight(everyone, end_ms))
+        pk = (category, has_v)
+        pool = self.pools.get(pk)
+        if pool is None:
+            pool = self.pools[pk] = Pool()
+            pool.at = end_ms
+        w = self._weight(pool, end_ms)
+        est = pool.estimate()
+        if est is not None:  # the prediction before this window: its error is honest
+            m = est[0] * e
+            dk = (has_v, _bucket(m / coverage))
+            d = self.disp.get(dk)
+            if d is None:
+                d = self.disp[dk] = Dispersion()
+                d.at = end_ms
+            wd = self._weight(d, end_ms)
+            dx = x - m
+            d.excess += wd * (dx * dx - m)
+            d.mm += wd * m * m
+            d.n += wd
+        pool.add(x, e, w)
+
+    def _weight(self, acc: Pool | Dispersion, end_ms: int) -> float:
+        """Decay ``acc`` to ``end_ms`` if that is later; the weight of an observation there."""
+        if end_ms > acc.at:
+            q = self._q((end_ms - acc.at) // self._hop)
+            if isinstance(acc, Pool):
+                acc.scale(q)
+            else:
+                acc.excess *= q
+                acc.mm *= q
+                acc.n *= q
+            acc.at = end_ms
+            return 1.0
+        return self._q((acc.at - end_ms) // self._hop)
+
+    def prior(self, category: str, viewers: int) -> tuple[float, float] | None:
+        """(expected count of a window, over-dispersion) for a key of this category and
+        viewer count, or None while the population has not seen enough."""
+        has_v = viewers > 0
+        pool = self.pools.get((category, has_v))
+        est = pool.estimate() if pool is not None else None
+        if est is None:
+            # a category too rare to have taught anything yet: the rate of all categories
+            # together, which no one category's exceeds (a prior that errs towards quiet)
+            pool = self.pools.get((ALL, has_v))
+            est = pool.estimate() if pool is not None else None
+            if est is None:
+                return None
+        r = est[0]
+        mu = r * (viewers or 1)
+        # the stratum's dispersion; while it knows too little, the nearest one that knows enough
+        b = _bucket(mu)
+        for off in (0, 1, -1, 2, -2, 3, -3):
+            d = self.disp.get((has_v, b + off))
+            phi = d.estimate() if d is not None else None
+            if phi is not None:
+                return mu, phi
+        return None
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "keys": [[c, v, n] for (c, v), n in self.keys.items()],
+            "pools": [[c, v, p.dump()] for (c, v), p in self.pools.items()],
+            "disp": [[v, b, d.excess, d.mm, d.n, d.at] for (v, b), d in self.disp.items()],
+        }
+
+    def load(self, d: dict[str, Any]) -> None:
+        self.pools = {(c, bool(v)): Pool.load(p) for c, v, p in d.get("pools", [])}
+        self.keys = {(c, bool(v)): int(n) for c, v, n in d.get("keys", [])}
+        self.disp = {}
+        for v, b, excess, mm, n, at in d.get("disp", []):
+            acc = self.disp[(bool(v), int(b))] = Dispersion()
+            acc.excess, acc.mm, acc.n, acc.at = float(excess), float(mm), float(n), int(at)
