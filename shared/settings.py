@@ -89,7 +89,7 @@ class Settings(BaseSettings):
         2.0, ge=0, description="Window w's share of that rate goes as w**(this - 1): above 1, long windows get more."
     )
     spike_max_dispersion: float = Field(
-        4.0, ge=0, description="Cap of the tail test's over-dispersion (var - mean) / mean**2."
+        16.0, ge=0, description="Cap of the tail test's over-dispersion (var - mean) / mean**2."
     )
     progress_every_s: int = Field(
         60, ge=0, description="An open spike's chart and last-seen go to the notifier at most this often "

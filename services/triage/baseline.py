@@ -82,7 +82,7 @@ _MEAN_STEPS = 32  # mean buckets per doubling (~2% apart), rounded up: never mor
 _PHI_STEPS = 20  # dispersion buckets per unit up to _PHI_LINEAR, rounded up ...
 _PHI_LINEAR = 0.5
 _PHI_GROWTH = 1.1  # ... then 10% apart (a heavy tail's bar is not sensitive to its exact phi)
-_PHI_MAX = 4.0
+_PHI_MAX = 16.0
 _PHI_LOG_GROWTH = math.log(_PHI_GROWTH)
 
 

@@ -65,7 +65,7 @@ class DetectorConfig:
     # a stream key with fewer than this many full windows of its own is young: it is judged
     # against the population's prior (see population.py) blended with what it has seen, at a
     # bound this much stricter, and cannot open at all while the population knows too little
-    young_windows: int = 30
+    young_windows: int = 180
     young_extra_log10_p: float = 2.0
     # ... and with an over-dispersion of at least this, falling to 0 as its own windows reach
     # young_windows: in a platform's first minutes the population's spread is measured on the
@@ -104,7 +104,7 @@ class DetectorConfig:
     budget_exponent: float = 2.0
     # the tail test's over-dispersion (var - mean) / mean**2, learned (and shrunk, above), is at
     # most this; real count series measure 0.2..2 between 5-minute buckets
-    max_dispersion: float = 4.0
+    max_dispersion: float = 16.0
     # an open spike's closed windows go to the notifier (its chart, its "last seen") at most
     # once per this many seconds, sooner when the window's count crosses a power of two; each
     # carries every pane since the last one, so the chart misses nothing (9 in 10 signals
@@ -337,14 +337,28 @@ class KeyedDetector:
         # means) = (mu + phi_t mu**2) / (phi0 mu**2) windows, the key's own wobble phi_t taken
         # as the population's (it is in phi0): 1 / (phi0 mu) + 1 windows, window_s / hop hops each
         k0 = min(self._n_cap, wh * (1.0 / max(phi0 * mu0, 1e-9) + 1.0))
-        t = k0 + n
-        d = base.mean - mu0
-        mean = (k0 * mu0 + n * base.mean) / t
-        var = (k0 * (mu0 + phi0 * mu0 * mu0) + n * base.var + k0 * n / t * d * d) / t
-        phi_own = max(0.0, var - mean) / (mean * mean) if mean > 0 else phi0
-        ne = n / wh  # independent windows: overlapping ones share their panes
+        mean = (k0 * mu0 + n * base.mean) / (k0 + n)
+        # the key's own over-dispersion (not the blend's variance: a prior mean off by a
+        # little would read as a wide spread on a quiet key), shrunk towards the population's
+        own = base.mean
+        phi_own = max(0.0, base.var - own) / (own * own) if own > 0 else phi0
+        if base.n < cfg.young_windows:
+            # young: the spread of the blend itself, own windows and prior pooled (a key whose
+            # first windows disagree with its prior is not a typical one: judged wider)
+            t = k0 + n
+            d = own - mu0
+            var = (k0 * (mu0 + phi0 * mu0 * mu0) + n * base.var + k0 * n / t * d * d) / t
+            phi_own = max(phi_own, max(0.0, var - mean) / (mean * mean) if mean > 0 else phi0)
+        ne = n / wh * (mean / (1.0 + mean)) ** 2
         kp = cfg.dispersion_prior_windows
-        phi = (kp * phi0 + ne * phi_own) / (kp + ne) if kp + ne > 0 else phi0
+        # towards how keys like it wobble in time, once that is known; before, towards how
+        # keys differ (wider: the right spread for a key whose own mean is not known yet)
+        phi_to = phi0
+        if base.n >= cfg.young_windows:
+            w = population.wobble_of(own)
+            if w is not None:
+                phi_to = w
+        phi = (kp * phi_to + ne * phi_own) / (kp + ne) if kp + ne > 0 else phi_to
         if base.n < cfg.young_windows:
             phi = max(phi, cfg.young_min_dispersion * (1.0 - base.n / cfg.young_windows))
         return Baseline(mean, mean + phi * mean * mean, base.n)
@@ -807,8 +821,11 @@ class KeyedDetector:
                 ref = base
             else:
                 ref = self.reference(key, ks) if self.early else None
-            start = self.start if self.start is not None else end - self._window_ms
-            cover = (end - start) / self._window_ms
+            cover = 1.0
+            if self.early and self.start is not None:
+                # (a trend's clock starts when its upstreams' outboxes happen to arrive: its
+                # windows are all taken whole, or the result would depend on that order)
+                cover = (end - self.start) / self._window_ms
             if ref is not None and cover >= 1.0:
                 cap = ref.mean + cfg.learn_clip_z * max(ref.var, ref.mean, cfg.var_floor) ** 0.5
                 if x > cap:
@@ -817,7 +834,8 @@ class KeyedDetector:
                 # every window teaches the population (a part-covered one as part exposure),
                 # unclipped: a clip at the population's own bar would hide the very spread it
                 # must learn; only whole windows are the key's own history
-                self.population.observe(self.category_of(key), eff, ks.viewers, min(cover, 1.0), end)
+                self.population.observe(self.category_of(key), eff, ks.viewers, min(cover, 1.0), end,
+                                        base.mean if base.n >= cfg.young_windows else None)
             if cover >= 1.0:
                 base.observe(x, self._alpha)
 

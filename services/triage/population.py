@@ -37,6 +37,7 @@ MIN_REPORTS = 10.0
 # falls back to its configured default prior (a test rig, a region with a handful of streams)
 MIN_KEYS = 20
 ALL = "*"  # the pool of every category
+WOBBLE_INFO = 200.0
 
 
 class Pool:
@@ -106,8 +107,10 @@ class Dispersion:
         self.excess = self.mm = self.n = 0.0
         self.at = 0
 
-    def estimate(self) -> float | None:
-        if self.n < MIN_WINDOWS or self.mm <= 0:
+    def estimate(self, min_info: float = 0.0) -> float | None:
+        """The over-dispersion, or None while fewer than MIN_WINDOWS windows or less than
+        ``min_info`` of sum(m**2) (what a window of mean m says about it) were seen."""
+        if self.n < MIN_WINDOWS or self.mm <= min_info or self.mm <= 0:
             return None
         return max(0.0, self.excess / self.mm)
 
@@ -122,6 +125,9 @@ class Population:
     def __init__(self, alpha: float, hop_ms: int) -> None:
         self.pools: dict[tuple[str, bool], Pool] = {}
         self.disp: dict[tuple[bool, int], Dispersion] = {}
+        # over-dispersion of keys with history of their own around their own mean (how a
+        # key's count wobbles in time, not how keys differ), by stratum of that mean
+        self.wobble: dict[int, Dispersion] = {}
         self.keys: dict[tuple[str, bool], int] = {}  # keys ever created, per (category, has viewers)
         self._keep = 1.0 - alpha
         self._hop = hop_ms
@@ -141,9 +147,12 @@ class Population:
         """Too few keys were ever seen (of any category) for a population to speak of."""
         return self.keys.get((ALL, viewers > 0), 0) < MIN_KEYS
 
-    def observe(self, category: str, x: float, viewers: int, coverage: float, end_ms: int) -> None:
+    def observe(self, category: str, x: float, viewers: int, coverage: float, end_ms: int,
+                own_mean: float | None = None) -> None:
         """One closed window of a key not in a spike: ``x`` reports, ``coverage`` (0..1] of
-        the window held data."""
+        the window held data, and the key's own learned mean if it has history enough."""
+        if own_mean is not None and own_mean > 0:
+            self._add_disp(self.wobble, _bucket(own_mean), x, own_mean, end_ms)
         has_v = viewers > 0
         e = (viewers or 1) * coverage
         # every category's pool, and the pool of all of them (for a category too rare yet)
@@ -161,17 +170,32 @@ class Population:
         est = pool.estimate()
         if est is not None:  # the prediction before this window: its error is honest
             m = est[0] * e
-            dk = (has_v, _bucket(m / coverage))
-            d = self.disp.get(dk)
-            if d is None:
-                d = self.disp[dk] = Dispersion()
-                d.at = end_ms
-            wd = self._weight(d, end_ms)
-            dx = x - m
-            d.excess += wd * (dx * dx - m)
-            d.mm += wd * m * m
-            d.n += wd
+            self._add_disp(self.disp, (has_v, _bucket(m / coverage)), x, m, end_ms)
         pool.add(x, e, w)
+
+    def _add_disp(self, table: dict[Any, Dispersion], dk: Any, x: float, m: float, end_ms: int) -> None:
+        d = table.get(dk)
+        if d is None:
+            d = table[dk] = Dispersion()
+            d.at = end_ms
+        wd = self._weight(d, end_ms)
+        dx = x - m
+        d.excess += wd * (dx * dx - m)
+        d.mm += wd * m * m
+        d.n += wd
+
+    def wobble_of(self, mean: float) -> float | None:
+        """How much a key with this own mean wobbles in time (over-dispersion), or None."""
+        # a quiet key's windows say little about a dispersion (its count is mostly Poisson
+        # noise, amplified by 1 / m**2): a stratum answers once its sum of m**2 is WOBBLE_INFO,
+        # else the next busier one that does
+        b = _bucket(mean)
+        for off in (0, 1, 2, 3):
+            d = self.wobble.get(b + off)
+            phi = d.estimate(WOBBLE_INFO) if d is not None else None
+            if phi is not None:
+                return phi
+        return None
 
     def _weight(self, acc: Pool | Dispersion, end_ms: int) -> float:
         """Decay ``acc`` to ``end_ms`` if that is later; the weight of an observation there."""
@@ -216,6 +240,7 @@ class Population:
             "keys": [[c, v, n] for (c, v), n in self.keys.items()],
             "pools": [[c, v, p.dump()] for (c, v), p in self.pools.items()],
             "disp": [[v, b, d.excess, d.mm, d.n, d.at] for (v, b), d in self.disp.items()],
+            "wobble": [[b, d.excess, d.mm, d.n, d.at] for b, d in self.wobble.items()],
         }
 
     def load(self, d: dict[str, Any]) -> None:
@@ -224,4 +249,8 @@ class Population:
         self.disp = {}
         for v, b, excess, mm, n, at in d.get("disp", []):
             acc = self.disp[(bool(v), int(b))] = Dispersion()
+            acc.excess, acc.mm, acc.n, acc.at = float(excess), float(mm), float(n), int(at)
+        self.wobble = {}
+        for b, excess, mm, n, at in d.get("wobble", []):
+            acc = self.wobble[int(b)] = Dispersion()
             acc.excess, acc.mm, acc.n, acc.at = float(excess), float(mm), float(n), int(at)
