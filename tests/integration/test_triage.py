@@ -198,7 +198,9 @@ async def test_reference_run_finds_the_surge_only(reference: dict[str, Any]) -> 
     resolved = [v for v in sigs.values() if v["kind"] == "resolve" and v["dedup_key"] == "spike:s3:violence"]
     assert len(resolved) == 1
     assert not any(v["stream_id"] == "s7" for v in sigs.values()), "the 2-account brigade paged"
-    assert any(v["kind"] == "trend" and v["dedup_key"].startswith("trend:violence") for v in sigs.values())
+    # a platform trend key needs 30 minutes of history of its own before it may open: violence
+    # had none before the surge (the stream spike is the page)
+    assert not any(v["kind"] == "trend" for v in sigs.values())
     late = sum(m.late.labels("streams")._value.get() for m in reference["metrics"])
     assert late == 2  # the two stragglers, counted and not added
 
