@@ -61,6 +61,7 @@ class DetectorConfig:
     ratio_close: float = 1.5
     close_after: int = 6
     learn_clip_z: float = 4.5  # windows above mean + 4.5 sd teach the baseline only that much
+    learn_clip_log10_p: float = 2.0  # ... and (stream keys) above their 1% tail count
     idle_evict_s: int = 600
     # a stream key with fewer than this many full windows of its own is young: it is judged
     # against the population's prior (see population.py) blended with what it has seen, at a
@@ -292,6 +293,8 @@ class KeyedDetector:
         # closes hours of windows, and walking every idle key at every hop was most of its
         # time), their quiet windows applied at once when they are next needed
         self.idle: dict[tuple[str, ...], KeyState] = {}
+        # per (category, has a viewer count): the exposure and number of the idle keys
+        self._idle_exp: dict[tuple[str, bool], list[float]] = {}
         self._swept = 0
         self._alpha = cfg.alpha
         self._hop = cfg.hop_ms  # plain attributes: this is read for every report
@@ -355,13 +358,25 @@ class KeyedDetector:
         # keys differ (wider: the right spread for a key whose own mean is not known yet)
         phi_to = phi0
         if base.n >= cfg.young_windows:
+            # (how keys differ says nothing about how one wobbles: with no wobble known, its own)
             w = population.wobble_of(own)
-            if w is not None:
-                phi_to = w
+            phi_to = w if w is not None else phi_own
         phi = (kp * phi_to + ne * phi_own) / (kp + ne) if kp + ne > 0 else phi_to
         if base.n < cfg.young_windows:
             phi = max(phi, cfg.young_min_dispersion * (1.0 - base.n / cfg.young_windows))
         return Baseline(mean, mean + phi * mean * mean, base.n)
+
+    def _idle_in(self, key: tuple[str, ...], ks: KeyState) -> None:
+        if self.early:
+            acc = self._idle_exp.setdefault((self.category_of(key), ks.viewers > 0), [0.0, 0])
+            acc[0] += ks.viewers or 1
+            acc[1] += 1
+
+    def _idle_out(self, key: tuple[str, ...], ks: KeyState) -> None:
+        if self.early:
+            acc = self._idle_exp[(self.category_of(key), ks.viewers > 0)]
+            acc[0] -= ks.viewers or 1
+            acc[1] -= 1
 
     def missing(self, key: tuple[str, ...]) -> bool:
         """True if the key's baseline may live in the store (not in memory, not just evicted)."""
@@ -382,7 +397,8 @@ class KeyedDetector:
                 for p in [p for p in ks.panes if p < keep_from]:
                     del ks.panes[p]
         ks.zfrom = 0
-        self.idle.pop(key, None)
+        if self.idle.pop(key, None) is not None:
+            self._idle_out(key, ks)
         ks.gfull = False  # the baseline moved: the gate's bound is stale
         ks.gneed = ks.gpre
 
@@ -735,7 +751,15 @@ class KeyedDetector:
                 if ks.last_ms < evict_before:  # its panes are past any window too
                     self._settle(ks, last)
                     del idle[key], self.keys[key]
+                    self._idle_out(key, ks)
                     self.evicted[key] = (*ks.base.dump(), last)
+        if self._idle_exp:
+            # the idle keys' quiet windows teach the population too (in one sum: they are not
+            # visited), or it would learn the rate of keys that just reported, too high
+            hops = (last - first) // hop + 1
+            for (category, has_v), (exposure, count) in self._idle_exp.items():
+                if count:
+                    self.population.observe_idle(category, has_v, exposure * hops, count * hops, last)
         for key in [k for k in self.keys if k not in idle]:
             ks = self.keys[key]
             if ks.gfull:  # the baseline (or the spike state) may change: back to the bound
@@ -751,13 +775,18 @@ class KeyedDetector:
                 if not ks.in_spike and (not ks.panes or b > quiet_from):
                     # nothing in any window from here on: the rest are quiet windows, and the
                     # key is idle (not visited) until a report wakes it
-                    ks.base.observe_zeros((last - b) // hop + 1, self._alpha)
+                    zeros = (last - b) // hop + 1
+                    ks.base.observe_zeros(zeros, self._alpha)
+                    if self.early:  # (from the next call on, counted with the idle keys)
+                        self.population.observe_idle(self.category_of(key), ks.viewers > 0,
+                                                     (ks.viewers or 1) * zeros, zeros, last)
                     keep_from = last + hop - keep
                     for p in [p for p in ks.panes if p < keep_from]:
                         del ks.panes[p]
                     if ks.panes or ks.last_ms >= evict_before:
                         ks.zfrom = last + hop  # settled through ``last``
                         idle[key] = ks
+                        self._idle_in(key, ks)
                     break
                 yield from self._close_window(key, ks, b)
                 # panes older than the next window's start are no longer needed
@@ -828,6 +857,11 @@ class KeyedDetector:
                 cover = (end - self.start) / self._window_ms
             if ref is not None and cover >= 1.0:
                 cap = ref.mean + cfg.learn_clip_z * max(ref.var, ref.mean, cfg.var_floor) ** 0.5
+                if self.early and x > ref.mean:
+                    # and at the count its tail test calls unusual at 10**-learn_clip_log10_p:
+                    # on a quiet key the z cap (its variance floored at var_floor) lets a
+                    # building surge in, whose spread then raises the key's own bar
+                    cap = min(cap, tail_threshold(ref.mean, self._dispersion(ref), cfg.learn_clip_log10_p))
                 if x > cap:
                     x = cap
             if self.early:
@@ -866,9 +900,13 @@ class KeyedDetector:
         self.evicted = {tuple(k): tuple(v) for k, v in d["evicted"]}  # type: ignore[misc]
         self._swept = d.get("swept", 0)
         self.idle = {}
+        self._idle_exp = {}
         for k, ks in self.keys.items():
             if ks.zfrom:
                 self.idle[k] = ks
             elif not ks.panes and not ks.in_spike and self.closed_through is not None:
                 ks.zfrom = self.closed_through + self._hop  # a checkpoint from before idle keys
                 self.idle[k] = ks
+            else:
+                continue
+            self._idle_in(k, ks)

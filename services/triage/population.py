@@ -151,7 +151,9 @@ class Population:
                 own_mean: float | None = None) -> None:
         """One closed window of a key not in a spike: ``x`` reports, ``coverage`` (0..1] of
         the window held data, and the key's own learned mean if it has history enough."""
-        if own_mean is not None and own_mean > 0:
+        if own_mean is not None and own_mean >= 1.0:
+            # (only keys busy enough to be visited at every window: a quiet key is seen only
+            # while it has recent data, a sample that would read as a wide wobble)
             self._add_disp(self.wobble, _bucket(own_mean), x, own_mean, end_ms)
         has_v = viewers > 0
         e = (viewers or 1) * coverage
@@ -173,6 +175,18 @@ class Population:
             self._add_disp(self.disp, (has_v, _bucket(m / coverage)), x, m, end_ms)
         pool.add(x, e, w)
 
+    def observe_idle(self, category: str, has_v: bool, exposure: float, windows: float, end_ms: int) -> None:
+        """Quiet windows of idle keys: ``windows`` key-windows of no reports, ``exposure`` in all."""
+        for pk in ((ALL, has_v), (category, has_v)):
+            pool = self.pools.get(pk)
+            if pool is None:
+                pool = self.pools[pk] = Pool()
+                pool.at = end_ms
+            w = self._weight(pool, end_ms)
+            pool._est = False
+            pool.se += w * exposure
+            pool.n += w * windows
+
     def _add_disp(self, table: dict[Any, Dispersion], dk: Any, x: float, m: float, end_ms: int) -> None:
         d = table.get(dk)
         if d is None:
@@ -189,8 +203,8 @@ class Population:
         # a quiet key's windows say little about a dispersion (its count is mostly Poisson
         # noise, amplified by 1 / m**2): a stratum answers once its sum of m**2 is WOBBLE_INFO,
         # else the next busier one that does
-        b = _bucket(mean)
-        for off in (0, 1, 2, 3):
+        b = max(0, _bucket(mean))  # quiet keys: as the quietest strata measured (mean >= 1)
+        for off in range(0, 13 - b):  # up to the busiest stratum
             d = self.wobble.get(b + off)
             phi = d.estimate(WOBBLE_INFO) if d is not None else None
             if phi is not None:
