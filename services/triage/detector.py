@@ -162,7 +162,7 @@ class KeyState:
     __slots__ = ("panes", "base", "in_spike", "opened_end", "tier", "quiet", "last_ms", "viewers",
                  "samples", "peak", "born", "wend", "wraw", "next_raw", "next_end",
                  "gend", "gcur", "gneed", "gprior", "gscales", "gfull", "gpre", "clear_from",
-                 "pend", "pbucket", "zfrom")
+                 "pend", "pbucket", "zfrom", "blocked")
 
     def __init__(self, base: Baseline, born: int | None = None) -> None:
         # A new key's baseline learns from the first window holding its data on, however
@@ -196,6 +196,9 @@ class KeyState:
         # checkpointed: an idle key (no panes, no spike) is not visited as windows close; its
         # quiet windows from ``zfrom`` on are owed (0: none), applied when it is next needed
         self.zfrom = 0
+        # checkpointed: a young key's test was skipped for want of a population; it is tested
+        # again as windows close (its surge may be over before the population has learned)
+        self.blocked = False
         # a cache, not checkpointed (early test): for the pane ending at ``gend``, its count
         # ``gcur``, the count of the window_s window before it ``gprior``, and ``gneed``, the
         # least ``gcur`` at which a test could pass (recomputed when the baseline moves)
@@ -212,7 +215,7 @@ class KeyState:
             [(p, t.dump()) for p, t in self.panes.items()], self.base.dump(), self.in_spike,
             self.opened_end, self.tier, self.quiet, self.last_ms, self.viewers, self.samples, self.peak,
             self.born, self.next_raw, self.next_end, self.clear_from, self.pend, self.pbucket,
-            self.zfrom,
+            self.zfrom, self.blocked,
         ]
 
     @classmethod
@@ -230,6 +233,8 @@ class KeyState:
             ks.pend, ks.pbucket = d[14], d[15]
         if len(d) > 16:
             ks.zfrom = d[16]
+        if len(d) > 17:
+            ks.blocked = bool(d[17])
         ks.samples = list(ks.samples)
         return ks
 
@@ -541,6 +546,7 @@ class KeyedDetector:
         if ref is None:  # young, and nothing to judge it against yet
             ks.gscales = ()
             ks.gneed = 1 << 62
+            ks.blocked = True
             return
         mean = ref.mean
         phi = self._dispersion(ref)
@@ -788,6 +794,17 @@ class KeyedDetector:
                         idle[key] = ks
                         self._idle_in(key, ks)
                     break
+                if ks.blocked and not ks.in_spike:
+                    # a young key's test was skipped for want of a population: judged on this
+                    # window before it is learned (the surge may be over by the time the
+                    # population knows enough, and must not become the key's baseline)
+                    ks.blocked = False
+                    self._gate(key, ks, b)
+                    if ks.gcur >= ks.gneed:
+                        d = self._test_early(key, ks, b, b)
+                        if d is not None:
+                            yield d
+                    ks.gend = 0  # the next report recomputes its pane's gate
                 yield from self._close_window(key, ks, b)
                 # panes older than the next window's start are no longer needed
                 keep_from = b + hop - keep
@@ -870,7 +887,9 @@ class KeyedDetector:
                 # must learn; only whole windows are the key's own history
                 self.population.observe(self.category_of(key), eff, ks.viewers, min(cover, 1.0), end,
                                         base.mean if base.n >= cfg.young_windows else None)
-            if cover >= 1.0:
+            if cover >= 1.0 and not (self.early and ref is None):
+                # (a young key with nothing to judge it by does not learn either: what it
+                # sees before its population speaks may be the surge it should have paged)
                 base.observe(x, self._alpha)
 
     # ---- checkpoints --------------------------------------------------------------------

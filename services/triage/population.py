@@ -38,6 +38,7 @@ MIN_REPORTS = 10.0
 MIN_KEYS = 20
 ALL = "*"  # the pool of every category
 WOBBLE_INFO = 200.0
+OUTLIER = 5.0
 
 
 class Pool:
@@ -157,6 +158,13 @@ class Population:
             self._add_disp(self.wobble, _bucket(own_mean), x, own_mean, end_ms)
         has_v = viewers > 0
         e = (viewers or 1) * coverage
+        pool = self.pools.get((category, has_v))
+        est = pool.estimate() if pool is not None else None
+        if est is not None:
+            # winsorised at OUTLIER x its prediction: a key in a surge that has not opened yet
+            # (the very thing the prior is for) must not teach the population that surges
+            # are normal; one stream mass-reported was half a category's reports in the demo
+            x = min(x, OUTLIER * (est[0] * e) + OUTLIER)
         # every category's pool, and the pool of all of them (for a category too rare yet)
         everyone = self.pools.get((ALL, has_v))
         if everyone is None:
@@ -164,12 +172,10 @@ class Population:
             everyone.at = end_ms
         everyone.add(x, e, self._weight(everyone, end_ms))
         pk = (category, has_v)
-        pool = self.pools.get(pk)
         if pool is None:
             pool = self.pools[pk] = Pool()
             pool.at = end_ms
         w = self._weight(pool, end_ms)
-        est = pool.estimate()
         if est is not None:  # the prediction before this window: its error is honest
             m = est[0] * e
             self._add_disp(self.disp, (has_v, _bucket(m / coverage)), x, m, end_ms)
@@ -242,7 +248,7 @@ class Population:
         mu = r * (viewers or 1)
         # the stratum's dispersion; while it knows too little, the nearest one that knows enough
         b = _bucket(mu)
-        for off in (0, 1, -1, 2, -2, 3, -3):
+        for off in (0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6):
             d = self.disp.get((has_v, b + off))
             phi = d.estimate() if d is not None else None
             if phi is not None:
