@@ -18,9 +18,10 @@ Opening needs all of: a minimum effective volume, a minimum number of distinct r
 a ratio over the baseline (scaled to the window's length) and significance. Per-stream
 (early) keys use a count tail test: P(count >= observed) <= 10**-open_log10_p, split over the
 window lengths (the long ones, for quiet keys, get most of the false-alarm budget), under a
-negative binomial with the learned mean and over-dispersion (capped
-at ``max_dispersion``; Poisson without), right for the handful of reports a quiet key sees,
-where a normal z-score is far too strict. Trends (large, smooth counts) keep the z-score
+negative binomial with the mean and over-dispersion of the key's reference (``reference``:
+its own history blended with its population's empirical-Bayes prior, see population.py;
+Poisson without over-dispersion), right for the handful of reports a quiet key sees, where a
+normal z-score is far too strict. Trends (large, smooth counts) keep the z-score
 (variance at least the mean, so Poisson-like). After a spike ends, windows reaching back into
 it are not tested (``clear_from``), so the long window does not re-open on its tail. A spike
 ends after ``close_after`` closed windows in a row below the close level (hysteresis).

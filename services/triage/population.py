@@ -210,7 +210,7 @@ class Population:
         # noise, amplified by 1 / m**2): a stratum answers once its sum of m**2 is WOBBLE_INFO,
         # else the next busier one that does
         b = max(0, _bucket(mean))  # quiet keys: as the quietest strata measured (mean >= 1)
-        for off in range(0, 13 - b):  # up to the busiest stratum
+        for off in range(13 - b):  # up to the busiest stratum
             d = self.wobble.get(b + off)
             phi = d.estimate(WOBBLE_INFO) if d is not None else None
             if phi is not None:
