@@ -198,28 +198,26 @@ async def cancel_if_never_paged(conn: AsyncConnection, *, incident_id: uuid.UUID
     A page with a failed attempt counts as sent: a timeout does not say the receiver did not
     get it (found by the fault suite: a slow webhook took the trigger, the cancel then kept
     its resolve from ever going out). So does a page in flight."""
-    rows = await _lock_unless_in_flight(conn, notifications.c.incident_id == incident_id)
-    if rows is None or any(r.status == "sent" or r.attempts > 0 for r in rows):
-        return False
-    pending = [r.id for r in rows if r.status == "pending"]
-    if not pending:
-        return False
-    await conn.execute(
-        notifications.update().where(notifications.c.id.in_(pending)).values(status="cancelled")
-    )
-    return True
+    cancelled = await _cancel_unheard(conn, notifications.c.incident_id == incident_id)
+    return bool(cancelled)
 
 
 async def cancel_pending(conn: AsyncConnection, *, incident_id: uuid.UUID, kind: str) -> bool:
-    """Cancel the incident's untried pages of ``kind``; True if there were some and none of
-    that kind had gone out (or was in flight): then nobody heard of it."""
+    """Cancel the incident's untried pages of ``kind``; True if none of that kind had gone
+    out (or was in flight, or had a failed attempt): then nobody heard of it."""
     where = sa.and_(notifications.c.incident_id == incident_id, notifications.c.kind == kind)
+    return await _cancel_unheard(conn, where) is not None
+
+
+async def _cancel_unheard(conn: AsyncConnection, where: Any) -> int | None:
+    """Cancel the pending pages matching ``where`` unless one of them may have been heard
+    (sent, tried, or in flight): the number cancelled, or None if one may have been."""
     rows = await _lock_unless_in_flight(conn, where)
     if rows is None or any(r.status == "sent" or r.attempts > 0 for r in rows):
-        return False
+        return None
     pending = [r.id for r in rows if r.status == "pending"]
     if pending:
         await conn.execute(
             notifications.update().where(notifications.c.id.in_(pending)).values(status="cancelled")
         )
-    return True
+    return len(pending)
