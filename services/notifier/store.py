@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier.escalator import start_escalation
-from services.notifier.incidents import IncidentState, kind_of, merge, open_incident, reopen
+from services.notifier.incidents import Change, IncidentState, kind_of, merge, open_incident, reopen
 from services.notifier.outbox import (
     cancel_if_never_paged,
     cancel_pending,
@@ -123,6 +123,26 @@ async def apply_signal(
         )
         created = False
 
+    kinds = await _record(conn, signal=signal, incident_id=incident_id, change=change, now=now,
+                          created=created)
+    page = "trigger" if created else "resolve" if "resolved" in kinds else (
+        "update" if "severity_raised" in kinds else None)
+    notified = 0
+    if page is not None and routing is not None:
+        notified = await notify(conn, incident_id=incident_id, event=signal.signal_id, kind=page,
+                                routing=routing, now=now, at=signal.observed_at, set_team=created,
+                                metrics=metrics)
+    return Applied(incident_id, created=created, duplicate=False, notified=notified)
+
+
+async def _record(
+    conn: AsyncConnection, *, signal: Signal, incident_id: uuid.UUID, change: Change, now: datetime,
+    created: bool, detail: dict[str, Any] | None = None,
+) -> set[str]:
+    """What applying ``signal`` leaves behind besides the incident row: the signal itself (its
+    id makes a redelivery a no-op), its chart points, the timeline entries of ``change``
+    (each with ``detail`` added) and, for a new incident or a rise, a severity-history row.
+    Returns the kinds of timeline entries."""
     await conn.execute(
         incident_signals.insert().values(
             signal_id=signal.signal_id,
@@ -139,7 +159,8 @@ async def apply_signal(
         await conn.execute(
             incident_timeline.insert(),
             [
-                {"incident_id": incident_id, "at": now, "kind": k, "actor": SYSTEM_ACTOR, "detail": d}
+                {"incident_id": incident_id, "at": now, "kind": k, "actor": SYSTEM_ACTOR,
+                 "detail": {**d, **(detail or {})}}
                 for k, d in change.events
             ],
         )
@@ -147,14 +168,7 @@ async def apply_signal(
     if created or "severity_raised" in kinds:
         await conn.execute(incident_severity.insert().values(
             incident_id=incident_id, at=now, severity=change.state.severity.value))
-    page = "trigger" if created else "resolve" if "resolved" in kinds else (
-        "update" if "severity_raised" in kinds else None)
-    notified = 0
-    if page is not None and routing is not None:
-        notified = await notify(conn, incident_id=incident_id, event=signal.signal_id, kind=page,
-                                routing=routing, now=now, at=signal.observed_at, set_team=created,
-                                metrics=metrics)
-    return Applied(incident_id, created=created, duplicate=False, notified=notified)
+    return kinds
 
 
 async def _continue_flap(
@@ -190,24 +204,12 @@ async def _continue_flap(
         async with conn.begin_nested():  # another notifier may have opened the key meanwhile
             await conn.execute(
                 incidents.update().where(incidents.c.id == incident_id).values(
-                    updated_at=now, resolved_by=None, resolved_how=None,
-                    **{k: v for k, v in _state_columns(change.state).items()
-                       if k not in ("resolved_how", "resolved_by")}))
+                    updated_at=now, resolved_by=None, resolved_how=None, **_state_columns(change.state)))
     except sa.exc.IntegrityError:
         return await apply_signal(conn, signal=signal, now=now, routing=routing, metrics=metrics)
-    await conn.execute(incident_signals.insert().values(
-        signal_id=signal.signal_id, incident_id=incident_id, kind=signal.kind,
-        severity=signal.severity.value, received_at=now, payload=signal.model_dump(mode="json")))
-    if signal.rate is not None:
-        await record_rate(conn, incident_id=incident_id, rate=signal.rate)
     held_back = await cancel_pending(conn, incident_id=incident_id, kind="resolve")
-    await conn.execute(incident_timeline.insert(), [
-        {"incident_id": incident_id, "at": now, "kind": k, "actor": SYSTEM_ACTOR,
-         "detail": {**d, "resolve_page": "cancelled" if held_back else "already sent"}}
-        for k, d in change.events])
-    if "severity_raised" in {k for k, _ in change.events}:
-        await conn.execute(incident_severity.insert().values(
-            incident_id=incident_id, at=now, severity=change.state.severity.value))
+    await _record(conn, signal=signal, incident_id=incident_id, change=change, now=now, created=False,
+                  detail={"resolve_page": "cancelled" if held_back else "already sent"})
     notified = 0
     if not held_back:
         notified = await notify(conn, incident_id=incident_id, event=signal.signal_id, kind="trigger",
