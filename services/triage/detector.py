@@ -426,7 +426,7 @@ class KeyedDetector:
         else:
             ks = self.keys[key] = KeyState(Baseline(0.0, 0.0, 0), born=pane)
             if self.early:
-                self.population.new_key(self.category_of(key), viewers)
+                self.population.new_key(viewers)
         return ks
 
     # ---- reports ------------------------------------------------------------------------
@@ -552,7 +552,6 @@ class KeyedDetector:
         mean = ref.mean
         phi = self._dispersion(ref)
         extra = cfg.young_extra_log10_p if ks.base.n < cfg.young_windows else 0.0
-        floor = self.min_volume
         scales = []
         need = 1 << 62
         for wms, frac, lp in self._scales:
@@ -562,7 +561,7 @@ class KeyedDetector:
             # over-dispersion of a shorter window is taken as the window_s one's (the rate's
             # wobble does not average out within it); a longer one is a sum of window_s
             # windows whose wobbles are taken as independent, so its variance adds up
-            thr = max(floor, math.ceil(cfg.ratio_open * m - 1e-9),
+            thr = max(self.min_volume, math.ceil(cfg.ratio_open * m - 1e-9),
                       tail_threshold(m, phi if frac <= 1.0 else phi / frac, lp + extra))
             before_w = prior_at[wms // hop]
             scales.append((wms, before_w, thr))
@@ -864,6 +863,7 @@ class KeyedDetector:
             base = ks.base
             x: float = eff
             # (a key with history of its own is clipped at its own bar: the blend moves it little)
+            ref: Baseline | None
             if base.n >= cfg.young_windows:
                 ref = base
             else:

@@ -8,21 +8,23 @@ so per category this learns, over every key's closed windows, the rate per viewe
 
     r = sum(x) / sum(e)            x: a window's count, e: its exposure (viewers x coverage)
 
-and how far keys stray from that prediction, the over-dispersion of the counts around it
+and, by stratum of expected count, how far keys stray from that prediction, the
+over-dispersion of the counts around it
 
     phi = (sum((x - r e)**2) - sum(r e)) / sum((r e)**2)
 
 (a gamma-Poisson mixture's 1 / shape; method of moments). A key with ``v`` viewers then
-expects ``r v`` reports a window with dispersion ``phi``: a gamma prior on its rate, worth
-``1 / (phi r v)`` windows of its own data (the credibility the gamma-Poisson model gives it),
-which the detector blends with what the key has seen. Keys reported without a viewer count
-are pooled apart (their exposure is the coverage alone: the prior is the mean key's count).
+expects ``r v`` reports a window with dispersion ``phi``: a gamma prior on its rate, which the
+detector blends with what the key has seen (``KeyedDetector.reference``). Keys reported
+without a viewer count are pooled apart (their exposure is the coverage alone: the prior is
+the mean key's count). Keys with history of their own also teach how a key wobbles in time
+around its own mean, the dispersion their own history is shrunk towards.
 
 Exposure is weighted by coverage, the part of the window the partition held data for, so the
 first windows after a start (which hold a few seconds of data) teach the rate, not a sixth of
-it. Only windows of keys with data are seen (an idle key's quiet windows are applied in closed
-form, not visited), so the rate leans high: a prior that errs towards fewer pages. Sums decay
-with the keys' half-life on event time, so the prior follows the daily cycle.
+it. Idle keys' quiet windows, applied in closed form rather than visited, are added in one sum
+(``observe_idle``). Sums decay with the keys' half-life on event time, so the prior follows
+the daily cycle.
 """
 
 from __future__ import annotations
@@ -42,54 +44,42 @@ OUTLIER = 5.0
 
 
 class Pool:
-    """Decayed moment sums of (count, exposure) over key-windows, as of window end ``at``."""
+    """Decayed sums of count and exposure over ``n`` key-windows, as of window end ``at``."""
 
-    __slots__ = ("sx", "se", "sxx", "sxe", "see", "n", "at", "_est")
+    __slots__ = ("sx", "se", "n", "at", "_rate")
 
     def __init__(self) -> None:
-        self.sx = self.se = self.sxx = self.sxe = self.see = self.n = 0.0
+        self.sx = self.se = self.n = 0.0
         self.at = 0
-        self._est: tuple[float, float] | None | bool = False  # False: not computed since a change
+        self._rate: float | None | bool = False  # False: not computed since a change
 
-    def add(self, x: float, e: float, w: float) -> None:
-        self._est = False
+    def add(self, x: float, e: float, w: float, windows: float = 1.0) -> None:
+        self._rate = False
         self.sx += w * x
         self.se += w * e
-        self.sxx += w * x * x
-        self.sxe += w * x * e
-        self.see += w * e * e
-        self.n += w
+        self.n += w * windows
 
     def scale(self, q: float) -> None:
-        self._est = False
+        self._rate = False
         self.sx *= q
         self.se *= q
-        self.sxx *= q
-        self.sxe *= q
-        self.see *= q
         self.n *= q
 
-    def estimate(self) -> tuple[float, float] | None:
-        """(rate per unit of exposure, over-dispersion), or None while too little is known."""
-        if self._est is False:
-            self._est = self._estimate()
-        return self._est  # type: ignore[return-value]
-
-    def _estimate(self) -> tuple[float, float] | None:
-        if self.n < MIN_WINDOWS or self.sx < MIN_REPORTS or self.se <= 0:
-            return None
-        r = self.sx / self.se
-        excess = self.sxx - 2.0 * r * self.sxe + r * r * self.see - r * self.se
-        return r, max(0.0, excess / (r * r * self.see))
+    def rate(self) -> float | None:
+        """Reports per unit of exposure, or None while too little is known."""
+        if self._rate is False:
+            known = self.n >= MIN_WINDOWS and self.sx >= MIN_REPORTS and self.se > 0
+            self._rate = self.sx / self.se if known else None
+        return self._rate  # type: ignore[return-value]
 
     def dump(self) -> list[float]:
-        return [self.sx, self.se, self.sxx, self.sxe, self.see, self.n, self.at]
+        return [self.sx, self.se, self.n, self.at]
 
     @classmethod
     def load(cls, d: list[float]) -> Pool:
         p = cls()
-        p.sx, p.se, p.sxx, p.sxe, p.see, p.n = (float(v) for v in d[:6])
-        p.at = int(d[6])
+        p.sx, p.se, p.n = (float(v) for v in d[:3])
+        p.at = int(d[3])
         return p
 
 
@@ -107,6 +97,21 @@ class Dispersion:
     def __init__(self) -> None:
         self.excess = self.mm = self.n = 0.0
         self.at = 0
+
+    def scale(self, q: float) -> None:
+        self.excess *= q
+        self.mm *= q
+        self.n *= q
+
+    def dump(self) -> list[float]:
+        return [self.excess, self.mm, self.n, self.at]
+
+    @classmethod
+    def load(cls, d: list[float]) -> Dispersion:
+        acc = cls()
+        acc.excess, acc.mm, acc.n = (float(v) for v in d[:3])
+        acc.at = int(d[3])
+        return acc
 
     def estimate(self, min_info: float = 0.0) -> float | None:
         """The over-dispersion, or None while fewer than MIN_WINDOWS windows or less than
@@ -129,7 +134,7 @@ class Population:
         # over-dispersion of keys with history of their own around their own mean (how a
         # key's count wobbles in time, not how keys differ), by stratum of that mean
         self.wobble: dict[int, Dispersion] = {}
-        self.keys: dict[tuple[str, bool], int] = {}  # keys ever created, per (category, has viewers)
+        self.keys: dict[bool, int] = {}  # keys ever created (of any category), per has-viewers
         self._keep = 1.0 - alpha
         self._hop = hop_ms
         self._decay: dict[int, float] = {}  # hops -> (1 - alpha)**hops
@@ -140,13 +145,13 @@ class Population:
             q = self._decay[hops] = self._keep ** hops
         return q
 
-    def new_key(self, category: str, viewers: int) -> None:
-        pk = (ALL, viewers > 0)
-        self.keys[pk] = self.keys.get(pk, 0) + 1
+    def new_key(self, viewers: int) -> None:
+        has_v = viewers > 0
+        self.keys[has_v] = self.keys.get(has_v, 0) + 1
 
     def is_small(self, viewers: int) -> bool:
         """Too few keys were ever seen (of any category) for a population to speak of."""
-        return self.keys.get((ALL, viewers > 0), 0) < MIN_KEYS
+        return self.keys.get(viewers > 0, 0) < MIN_KEYS
 
     def observe(self, category: str, x: float, viewers: int, coverage: float, end_ms: int,
                 own_mean: float | None = None) -> None:
@@ -159,12 +164,12 @@ class Population:
         has_v = viewers > 0
         e = (viewers or 1) * coverage
         pool = self.pools.get((category, has_v))
-        est = pool.estimate() if pool is not None else None
-        if est is not None:
+        rate = pool.rate() if pool is not None else None
+        if rate is not None:
             # winsorised at OUTLIER x its prediction: a key in a surge that has not opened yet
             # (the very thing the prior is for) must not teach the population that surges
             # are normal; one stream mass-reported was half a category's reports in the demo
-            x = min(x, OUTLIER * (est[0] * e) + OUTLIER)
+            x = min(x, OUTLIER * (rate * e) + OUTLIER)
         # every category's pool, and the pool of all of them (for a category too rare yet)
         everyone = self.pools.get((ALL, has_v))
         if everyone is None:
@@ -176,8 +181,8 @@ class Population:
             pool = self.pools[pk] = Pool()
             pool.at = end_ms
         w = self._weight(pool, end_ms)
-        if est is not None:  # the prediction before this window: its error is honest
-            m = est[0] * e
+        if rate is not None:  # the prediction before this window: its error is honest
+            m = rate * e
             self._add_disp(self.disp, (has_v, _bucket(m / coverage)), x, m, end_ms)
         pool.add(x, e, w)
 
@@ -188,10 +193,7 @@ class Population:
             if pool is None:
                 pool = self.pools[pk] = Pool()
                 pool.at = end_ms
-            w = self._weight(pool, end_ms)
-            pool._est = False
-            pool.se += w * exposure
-            pool.n += w * windows
+            pool.add(0.0, exposure, self._weight(pool, end_ms), windows)
 
     def _add_disp(self, table: dict[Any, Dispersion], dk: Any, x: float, m: float, end_ms: int) -> None:
         d = table.get(dk)
@@ -220,13 +222,7 @@ class Population:
     def _weight(self, acc: Pool | Dispersion, end_ms: int) -> float:
         """Decay ``acc`` to ``end_ms`` if that is later; the weight of an observation there."""
         if end_ms > acc.at:
-            q = self._q((end_ms - acc.at) // self._hop)
-            if isinstance(acc, Pool):
-                acc.scale(q)
-            else:
-                acc.excess *= q
-                acc.mm *= q
-                acc.n *= q
+            acc.scale(self._q((end_ms - acc.at) // self._hop))
             acc.at = end_ms
             return 1.0
         return self._q((acc.at - end_ms) // self._hop)
@@ -236,15 +232,14 @@ class Population:
         viewer count, or None while the population has not seen enough."""
         has_v = viewers > 0
         pool = self.pools.get((category, has_v))
-        est = pool.estimate() if pool is not None else None
-        if est is None:
+        r = pool.rate() if pool is not None else None
+        if r is None:
             # a category too rare to have taught anything yet: the rate of all categories
             # together, which no one category's exceeds (a prior that errs towards quiet)
             pool = self.pools.get((ALL, has_v))
-            est = pool.estimate() if pool is not None else None
-            if est is None:
+            r = pool.rate() if pool is not None else None
+            if r is None:
                 return None
-        r = est[0]
         mu = r * (viewers or 1)
         # the stratum's dispersion; while it knows too little, the nearest one that knows enough
         b = _bucket(mu)
@@ -257,20 +252,14 @@ class Population:
 
     def dump(self) -> dict[str, Any]:
         return {
-            "keys": [[c, v, n] for (c, v), n in self.keys.items()],
+            "keys": [[v, n] for v, n in self.keys.items()],
             "pools": [[c, v, p.dump()] for (c, v), p in self.pools.items()],
-            "disp": [[v, b, d.excess, d.mm, d.n, d.at] for (v, b), d in self.disp.items()],
-            "wobble": [[b, d.excess, d.mm, d.n, d.at] for b, d in self.wobble.items()],
+            "disp": [[v, b, d.dump()] for (v, b), d in self.disp.items()],
+            "wobble": [[b, d.dump()] for b, d in self.wobble.items()],
         }
 
     def load(self, d: dict[str, Any]) -> None:
         self.pools = {(c, bool(v)): Pool.load(p) for c, v, p in d.get("pools", [])}
-        self.keys = {(c, bool(v)): int(n) for c, v, n in d.get("keys", [])}
-        self.disp = {}
-        for v, b, excess, mm, n, at in d.get("disp", []):
-            acc = self.disp[(bool(v), int(b))] = Dispersion()
-            acc.excess, acc.mm, acc.n, acc.at = float(excess), float(mm), float(n), int(at)
-        self.wobble = {}
-        for b, excess, mm, n, at in d.get("wobble", []):
-            acc = self.wobble[int(b)] = Dispersion()
-            acc.excess, acc.mm, acc.n, acc.at = float(excess), float(mm), float(n), int(at)
+        self.keys = {bool(v): int(n) for v, n in d.get("keys", [])}
+        self.disp = {(bool(v), int(b)): Dispersion.load(x) for v, b, x in d.get("disp", [])}
+        self.wobble = {int(b): Dispersion.load(x) for b, x in d.get("wobble", [])}
