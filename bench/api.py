@@ -33,7 +33,7 @@ KEY = "lt_benchapi_" + "k" * 40
 
 SEED = """
 INSERT INTO incidents (id, dedup_key, kind, status, severity, category, stream_id, region, score,
-    reason, started_at, detected_at, updated_at, last_signal_at, report_count, signal_count,
+    reason, started_at, detected_event_at, detected_at, updated_at, last_signal_at, report_count, signal_count,
     factors, sample_report_ids, escalation_level)
 SELECT md5(g::text || 'i')::uuid,
        'spike:stream-' || (g % 200000) || ':' || (ARRAY['child_safety','violent_extremism','self_harm',
@@ -49,6 +49,7 @@ SELECT md5(g::text || 'i')::uuid,
        ((g % 1000) / 1000.0),
        'benchmark incident ' || g,
        now() - (g || ' seconds')::interval * 2.5,
+       now() - (g || ' seconds')::interval * 2.5 + interval '12 seconds',
        now() - (g || ' seconds')::interval * 2.5 + interval '20 seconds',
        now() - (g || ' seconds')::interval * 2.5 + interval '40 seconds',
        now() - (g || ' seconds')::interval * 2.5 + interval '30 seconds',

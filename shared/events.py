@@ -157,6 +157,7 @@ class Signal(BaseModel):
     severity: Severity
     score: float
     observed_at: datetime = Field(description="Event time of the report that decided it.")
+    started_at: datetime | None = Field(None, description="Event time of the surge's first report.")
     window_start: datetime | None = None
     window_end: datetime | None = None
     report_count: int = Field(ge=0)

@@ -46,13 +46,19 @@ def kind_of(signal: Signal) -> str:
     return signal.kind if signal.kind in ("spike", "critical_report", "trend") else "spike"
 
 
+def start_of(signal: Signal) -> datetime:
+    """When what the signal describes began, on event time: the surge's first report where
+    triage knows it (a window's start can be up to a window earlier than the surge)."""
+    return signal.started_at or signal.window_start or signal.observed_at
+
+
 def open_incident(signal: Signal) -> Change:
     """A new incident from its first signal."""
     state = IncidentState(
         severity=signal.severity,
         score=signal.score,
         reason=signal.reason,
-        started_at=signal.window_start or signal.observed_at,
+        started_at=start_of(signal),
         last_signal_at=signal.observed_at,
         report_count=signal.report_count,
         signal_count=1,
@@ -83,7 +89,7 @@ def merge(state: IncidentState, signal: Signal) -> Change:
     state.report_count += signal.report_count
     if signal.observed_at > state.last_signal_at:
         state.last_signal_at = signal.observed_at
-    start = signal.window_start or signal.observed_at
+    start = start_of(signal)
     if start < state.started_at:
         state.started_at = start
     room = MAX_SAMPLE - len(state.sample_report_ids)

@@ -100,7 +100,7 @@ async def apply_signal(
                 stream_id=signal.stream_id,
                 region=signal.region,
                 detected_at=now,
-                opened_at=signal.observed_at,
+                detected_event_at=signal.observed_at,
                 updated_at=now,
                 **_state_columns(change.state),
             )
@@ -332,7 +332,7 @@ async def notify(
     """Route the incident as it is now and enqueue ``kind`` for each of the route's channels.
 
     ``at`` is the change's own event time (the signal's ``observed_at``; ``now`` for a
-    person's action). The group wait runs on event time, from the incident's ``opened_at``:
+    person's action). The group wait runs on event time, from the incident's ``detected_event_at``:
     whether the notifier read the signals live or caught up on them after an outage in one
     batch, the same changes fold into the first page and the same pages go out."""
     row = await get_incident(conn, incident_id=incident_id)
@@ -354,7 +354,7 @@ async def notify(
         return 0
     at = at or now
     wait = timedelta(seconds=routing.group_wait_s)
-    wait_ends = (row.get("opened_at") or row["detected_at"]) + wait  # on event time
+    wait_ends = row["detected_event_at"] + wait  # on event time
     in_wait = at < wait_ends
     payload = incident_payload(row, route.team)
     if kind == "update":

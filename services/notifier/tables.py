@@ -23,7 +23,7 @@ incidents = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("started_at", TS, nullable=False),
     sa.Column("detected_at", TS, nullable=False),
-    sa.Column("opened_at", TS),  # event time of the first signal (group waits run on it)
+    sa.Column("detected_event_at", TS, nullable=False),  # first signal's event time; group waits run on it
     sa.Column("updated_at", TS, nullable=False),
     sa.Column("last_signal_at", TS, nullable=False),
     sa.Column("resolved_at", TS),

@@ -163,7 +163,7 @@ class KeyState:
     __slots__ = ("panes", "base", "in_spike", "opened_end", "tier", "quiet", "last_ms", "viewers",
                  "samples", "peak", "born", "wend", "wraw", "next_raw", "next_end",
                  "gend", "gcur", "gneed", "gprior", "gscales", "gfull", "gpre", "clear_from",
-                 "pend", "pbucket", "zfrom", "blocked")
+                 "pend", "pbucket", "zfrom", "blocked", "surge")
 
     def __init__(self, base: Baseline, born: int | None = None) -> None:
         # A new key's baseline learns from the first window holding its data on, however
@@ -200,6 +200,8 @@ class KeyState:
         # checkpointed: a young key's test was skipped for want of a population; it is tested
         # again as windows close (its surge may be over before the population has learned)
         self.blocked = False
+        # checkpointed: event time of the first report of the spike's surge (set as it opens)
+        self.surge = 0
         # a cache, not checkpointed (early test): for the pane ending at ``gend``, its count
         # ``gcur``, the count of the window_s window before it ``gprior``, and ``gneed``, the
         # least ``gcur`` at which a test could pass (recomputed when the baseline moves)
@@ -213,16 +215,19 @@ class KeyState:
 
     def dump(self) -> list[Any]:
         return [
-            [(p, t.dump()) for p, t in self.panes.items()], self.base.dump(), self.in_spike,
+            [(p, t.dump(), t.first) for p, t in self.panes.items()], self.base.dump(), self.in_spike,
             self.opened_end, self.tier, self.quiet, self.last_ms, self.viewers, self.samples, self.peak,
             self.born, self.next_raw, self.next_end, self.clear_from, self.pend, self.pbucket,
-            self.zfrom, self.blocked,
+            self.zfrom, self.blocked, self.surge,
         ]
 
     @classmethod
     def load(cls, d: list[Any]) -> KeyState:
         ks = cls(Baseline(*d[1]))
-        ks.panes = {int(p): Tally.load(t) for p, t in d[0]}
+        ks.panes = {}
+        for held in d[0]:
+            t = ks.panes[int(held[0])] = Tally.load(held[1])
+            t.first = int(held[2]) if len(held) > 2 else int(held[0])  # older: the pane's start
         (ks.in_spike, ks.opened_end, ks.tier, ks.quiet, ks.last_ms, ks.viewers, ks.samples,
          ks.peak) = d[2:10]
         ks.born = d[10] if len(d) > 10 else None  # checkpoints from before "born" existed
@@ -236,6 +241,8 @@ class KeyState:
             ks.zfrom = d[16]
         if len(d) > 17:
             ks.blocked = bool(d[17])
+        if len(d) > 18:
+            ks.surge = int(d[18])
         ks.samples = list(ks.samples)
         return ks
 
@@ -262,6 +269,7 @@ class Decision:
     # for the incident's chart: (pane start ms, reports) and the window count that opens a spike
     rate: tuple[tuple[int, int], ...] = ()
     upper: float = 0.0
+    started_ms: int = 0  # event time of the surge's first report
 
 
 SAMPLES = 10
@@ -453,6 +461,8 @@ class KeyedDetector:
         t = ks.panes.get(pane)
         if t is None:
             t = ks.panes[pane] = Tally()
+        if ts_ms < t.first:
+            t.first = ts_ms
         if tally is not None:
             t.merge(*tally)
             added = tally[0]
@@ -599,6 +609,7 @@ class KeyedDetector:
         ks.opened_end = ks.pend = end
         ks.quiet = 0
         ks.peak = eff
+        ks.surge = self._surge_start(key, ks, end, at_ms)
         ks.next_raw = raw + max(1, raw // 4)
         ks.gend = 0
         d = self._decision("open", key, ks, end, at_ms, raw, distinct, eff)
@@ -649,6 +660,7 @@ class KeyedDetector:
         ks.opened_end = ks.pend = end
         ks.quiet = 0
         ks.peak = eff
+        ks.surge = self._surge_start(key, ks, end, at_ms)
         ks.next_raw = raw + max(1, raw // 4)
         d = self._decision("open", key, ks, end, at_ms, raw, distinct, eff)
         ks.tier = d.tier
@@ -700,6 +712,28 @@ class KeyedDetector:
             out.append((p, t.count if t is not None else 0))
         return tuple(out)
 
+    def _surge_start(self, key: tuple[str, ...], ks: KeyState, end: int, at_ms: int) -> int:
+        """Event time of the surge's first report: the earliest report of the run of panes,
+        back from the one that decided the spike, that each held clearly more than a pane's
+        share of the reference (mean + 2 sd of a Poisson pane, and at least one report)."""
+        hop = self._hop
+        ref = self.reference(key, ks) or ks.base
+        share = ref.mean * hop / self._window_ms
+        above = share + 2 * share ** 0.5
+        held = ks.panes
+        pane = min(at_ms - at_ms % hop, end - hop)
+        t = held.get(pane)
+        first = min(t.first, at_ms) if t is not None else at_ms
+        lowest = end - self._keep_ms
+        pane -= hop
+        while pane >= lowest:
+            t = held.get(pane)
+            if t is None or t.count <= above:
+                break
+            first = min(first, t.first)
+            pane -= hop
+        return first
+
     def _panes_since_progress(self, ks: KeyState, end: int) -> int:
         """Panes closed since the spike's last progress (or its opening), at most those held."""
         if not ks.pend or ks.pend >= end:
@@ -724,7 +758,7 @@ class KeyedDetector:
             samples=tuple(ks.samples[-SAMPLES:]), viewers=ks.viewers,
             # an opening shows what led up to it (all panes held); later ones add their pane
             rate=self._rate(ks, end, panes or (self._keep_ms // self._hop if kind == "open" else 1)),
-            upper=round(self._open_level(ref), 3),
+            upper=round(self._open_level(ref), 3), started_ms=ks.surge,
         )
 
     # ---- time ---------------------------------------------------------------------------

@@ -74,6 +74,7 @@ def from_decision(d: Decision, cfg: DetectorConfig, *, trend: bool) -> Signal:
         severity=Severity(f"SEV{d.tier}"),
         score=round(d.score, 4),
         observed_at=ts(d.at_ms),
+        started_at=ts(d.started_ms) if d.started_ms else None,
         window_start=ts(d.window_end_ms - cfg.window_ms),
         window_end=ts(d.window_end_ms),
         report_count=d.raw,

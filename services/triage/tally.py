@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Iterable
 
 CAP = 16  # distinct reporters tracked per pane; beyond this a pane is "a crowd"
+NO_TIME = 1 << 62
 
 
 def reporter_hash(reporter: str) -> int:
@@ -24,10 +25,13 @@ def reporter_hash(reporter: str) -> int:
 class Tally:
     """Reports in one pane of one key, and who filed them (bounded)."""
 
-    __slots__ = ("count", "reporters", "overflow", "_largest")
+    __slots__ = ("count", "reporters", "overflow", "_largest", "first")
 
     def __init__(self) -> None:
         self.count = 0
+        # event time of the pane's earliest report (a minimum: the same in any arrival order);
+        # a merged partial tally carries no times, so its pane's start stands for it
+        self.first = NO_TIME
         self.reporters: dict[int, int] = {}
         self.overflow = False
         self._largest = -1  # largest tracked hash, once full: most newcomers stop at one compare

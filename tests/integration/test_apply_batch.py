@@ -54,9 +54,9 @@ async def snapshot(url: str) -> dict[str, Any]:
     async with open_engine(Settings(database_url=url)) as engine, engine.connect() as conn:
         inc = (await conn.execute(sa.text(
             "SELECT dedup_key, status, severity, last_signal_at, report_count, signal_count, resolved_at, "
-            "opened_at FROM incidents ORDER BY dedup_key, opened_at"))).all()
+            "detected_event_at FROM incidents ORDER BY dedup_key, detected_event_at"))).all()
         rate = (await conn.execute(sa.text(
-            "SELECT i.dedup_key, i.opened_at, r.at, r.count FROM incident_rate r "
+            "SELECT i.dedup_key, i.detected_event_at, r.at, r.count FROM incident_rate r "
             "JOIN incidents i ON i.id = r.incident_id ORDER BY 1, 2, 3"))).all()
         sigs = (await conn.execute(sa.text("SELECT signal_id FROM incident_signals ORDER BY 1"))).all()
     return {"incidents": inc, "rate": rate, "signals": sigs}

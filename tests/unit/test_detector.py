@@ -94,6 +94,8 @@ def test_surge_of_distinct_reporters_opens_then_resolves_after_close_after_quiet
     assert len(opens) == 1
     op = opens[0]
     assert op.window_end_ms == op.opened_end_ms == p + CFG.hop_ms  # early: the filling window
+    assert op.started_ms == p  # the surge's first report, not the window's start
+    assert op.window_end_ms - CFG.window_ms < op.started_ms <= op.at_ms
     assert op.effective >= CFG.min_volume and op.distinct >= CFG.min_reporters
     assert det.keys[KEY].in_spike
     # event time moves on with no more reports for this key
@@ -103,6 +105,7 @@ def test_surge_of_distinct_reporters_opens_then_resolves_after_close_after_quiet
     # windows containing pane p are loud; the next close_after windows are quiet
     assert res.window_end_ms == p + CFG.window_ms + CFG.close_after * CFG.hop_ms
     assert res.opened_end_ms == op.opened_end_ms and res.key == KEY
+    assert res.started_ms == op.started_ms
     assert not det.keys[KEY].in_spike
     # the baseline did not learn the surge
     assert det.keys[KEY].base.mean <= before[0]

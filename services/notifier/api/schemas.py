@@ -66,8 +66,11 @@ class IncidentOut(BaseModel):
     region: str | None
     score: float
     reason: str = Field(description="Why it was raised, in one sentence.")
-    started_at: datetime = Field(description="Event time of the first report behind it.")
-    detected_at: datetime
+    started_at: datetime = Field(description="Event time of the surge's first report (for a critical "
+                                             "report, of that report).")
+    detected_event_at: datetime = Field(description="Event time of the report that decided it; "
+                                                    "minus started_at, the detection delay.")
+    detected_at: datetime = Field(description="When the notifier recorded it (wall clock).")
     updated_at: datetime
     last_signal_at: datetime
     resolved_at: datetime | None

@@ -75,6 +75,13 @@ function clock(iso) {
   return new Date(iso).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
 }
 
+// Detection delay on event time: from the surge's first report to the report that decided it.
+function delay(inc) {
+  if (!inc.detected_event_at || !inc.started_at) return "—";
+  const sec = Math.max(0, Math.round((Date.parse(inc.detected_event_at) - Date.parse(inc.started_at)) / 1000));
+  return sec < 120 ? `${sec}s` : `${Math.floor(sec / 60)}m ${String(sec % 60).padStart(2, "0")}s`;
+}
+
 function timeEl(iso, relative = false) {
   return h("time", { datetime: iso || "", title: iso || "", text: relative ? ago(iso) : when(iso) });
 }
@@ -254,10 +261,10 @@ function listView(root, params) {
   const tbody = h("tbody");
   const table = h("table", { class: "incidents" },
     h("caption", { class: "sr-only", text: "Incidents" }),
-    h("colgroup", {}, ["sev", "status", "cat", "stream", "region", "team", "reason", "age", "count"]
+    h("colgroup", {}, ["sev", "status", "cat", "stream", "region", "team", "reason", "age", "delay", "count"]
       .map((c) => h("col", { class: `c-${c}` }))),
     h("thead", {}, h("tr", {}, ["Severity", "Status", "Category", "Stream", "Region", "Team", "Reason",
-      "Detected", "Reports"].map((t) => h("th", { scope: "col", text: t })))),
+      "Detected", "Delay", "Reports"].map((t) => h("th", { scope: "col", text: t })))),
     tbody);
   const prev = h("button", { type: "button", class: "ghost", text: "← Previous", disabled: true });
   const next = h("button", { type: "button", class: "ghost", text: "Next →", disabled: true });
@@ -291,9 +298,11 @@ function listView(root, params) {
         h("td", { text: i.team || "—" }),
         h("td", { class: "reason" }, link),
         h("td", { class: "num" }, timeEl(i.detected_at, true)),
+        h("td", { class: "num", title: "from the surge's first report to the one that decided it (event time)",
+                  text: delay(i) }),
         h("td", { class: "num", text: i.report_count }));
     });
-    if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: "9", class: "empty", text: "No incidents match." })));
+    if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: "10", class: "empty", text: "No incidents match." })));
     tbody.replaceChildren(...rows);
     prev.disabled = cursors.length === 0;
     next.disabled = !nextCursor;
@@ -475,6 +484,7 @@ function incidentView(root, id) {
         meta("Assignee", inc.assignee || "—"),
         meta("Detected", h("span", {}, timeEl(inc.detected_at, true))),
         meta("Started", timeEl(inc.started_at)),
+        meta("Detection delay", delay(inc)),
         meta("Reports", String(inc.report_count)),
         meta("Score", inc.score.toFixed(2)),
         inc.acknowledged_by ? meta("Acknowledged", `${inc.acknowledged_by}, ${ago(inc.acknowledged_at)}`) : null,
