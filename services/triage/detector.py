@@ -609,7 +609,6 @@ class KeyedDetector:
         ks.opened_end = ks.pend = end
         ks.quiet = 0
         ks.peak = eff
-        ks.surge = self._surge_start(key, ks, end, at_ms)
         ks.next_raw = raw + max(1, raw // 4)
         ks.gend = 0
         d = self._decision("open", key, ks, end, at_ms, raw, distinct, eff)
@@ -660,7 +659,6 @@ class KeyedDetector:
         ks.opened_end = ks.pend = end
         ks.quiet = 0
         ks.peak = eff
-        ks.surge = self._surge_start(key, ks, end, at_ms)
         ks.next_raw = raw + max(1, raw // 4)
         d = self._decision("open", key, ks, end, at_ms, raw, distinct, eff)
         ks.tier = d.tier
@@ -712,13 +710,12 @@ class KeyedDetector:
             out.append((p, t.count if t is not None else 0))
         return tuple(out)
 
-    def _surge_start(self, key: tuple[str, ...], ks: KeyState, end: int, at_ms: int) -> int:
+    def _surge_start(self, ks: KeyState, end: int, at_ms: int, mean: float) -> int:
         """Event time of the surge's first report: the earliest report of the run of panes,
         back from the one that decided the spike, that each held clearly more than a pane's
         share of the reference (mean + 2 sd of a Poisson pane, and at least one report)."""
         hop = self._hop
-        ref = self.reference(key, ks) or ks.base
-        share = ref.mean * hop / self._window_ms
+        share = mean * hop / self._window_ms
         above = share + 2 * share ** 0.5
         held = ks.panes
         pane = min(at_ms - at_ms % hop, end - hop)
@@ -746,6 +743,8 @@ class KeyedDetector:
     ) -> Decision:
         cfg = self.cfg
         ref = self.reference(key, ks) or ks.base
+        if kind == "open":  # every later decision of the spike carries the same start
+            ks.surge = self._surge_start(ks, end, at_ms, ref.mean)
         sp = spike_score(
             self.category_of(key), effective=eff, baseline_mean=ref.mean, distinct=distinct,
             viewers=ks.viewers, cfg=cfg.scoring,

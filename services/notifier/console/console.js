@@ -53,15 +53,19 @@ function statusTag(status) {
   return h("span", { class: `status st-${status}`, "data-status": status, text: status });
 }
 
+// A span of whole seconds, as a person reads it: 42s, 3m 07s, 5h 02m, 3d.
+function duration(sec) {
+  if (sec < 60) return `${sec}s`;
+  const min = Math.floor(sec / 60); sec %= 60;
+  if (min < 60) return `${min}m ${String(sec).padStart(2, "0")}s`;
+  const hr = Math.floor(min / 60);
+  if (hr < 48) return `${hr}h ${String(min % 60).padStart(2, "0")}m`;
+  return `${Math.floor(hr / 24)}d`;
+}
+
 function ago(iso) {
   if (!iso) return "—";
-  let sec = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
-  if (sec < 60) return `${sec}s ago`;
-  const min = Math.floor(sec / 60); sec %= 60;
-  if (min < 60) return `${min}m ${String(sec).padStart(2, "0")}s ago`;
-  const hr = Math.floor(min / 60);
-  if (hr < 48) return `${hr}h ${String(min % 60).padStart(2, "0")}m ago`;
-  return `${Math.floor(hr / 24)}d ago`;
+  return `${duration(Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000)))} ago`;
 }
 
 function when(iso) {
@@ -78,8 +82,7 @@ function clock(iso) {
 // Detection delay on event time: from the surge's first report to the report that decided it.
 function delay(inc) {
   if (!inc.detected_event_at || !inc.started_at) return "—";
-  const sec = Math.max(0, Math.round((Date.parse(inc.detected_event_at) - Date.parse(inc.started_at)) / 1000));
-  return sec < 120 ? `${sec}s` : `${Math.floor(sec / 60)}m ${String(sec % 60).padStart(2, "0")}s`;
+  return duration(Math.max(0, Math.round((Date.parse(inc.detected_event_at) - Date.parse(inc.started_at)) / 1000)));
 }
 
 function timeEl(iso, relative = false) {
