@@ -29,7 +29,7 @@ from services.notifier.delivery import Deliverer, build_channels
 from services.notifier.escalator import Escalator
 from services.notifier.metrics import NotifierMetrics, StateSampler
 from services.notifier.outbox import RetryPolicy
-from services.notifier.routing import load_routing
+from services.notifier.routing import Routing, load_routing
 from services.notifier.runner import run_notifier
 from services.notifier.actions import run_actions
 from services.triage.metrics import TriageMetrics
@@ -78,8 +78,10 @@ async def start_services(
     api: bool = True,
     registry: CollectorRegistry | None = None,
     clock: Clock | None = None,
+    routing: Routing | None = None,
 ) -> AsyncIterator[Running]:
-    """Start ``roles`` (and the API with the notifier); on exit, stop and drain them."""
+    """Start ``roles`` (and the API with the notifier); on exit, stop and drain them.
+    ``routing``: the notifier's, else the settings' routing file."""
     roles = set(roles)
     unknown = roles - set(ROLES)
     if unknown:
@@ -116,7 +118,7 @@ async def start_services(
         if "notifier" in roles:
             assert engine is not None
             running.notifier = NotifierMetrics(registry)
-            routing = load_routing(settings.routing_file)
+            routing = routing or load_routing(settings.routing_file)
             if settings.bootstrap_api_key is not None:
                 await ensure_bootstrap_key(engine, settings.bootstrap_api_key.get_secret_value())
             http = await stack.enter_async_context(

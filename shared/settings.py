@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     dedup_ttl_hours: float = Field(
         48.0, gt=0, description="How long a report_id is remembered; older reports are rejected."
     )
+    accept_old_reports: bool = Field(
+        False,
+        description="Replay mode (livetriage backtest sets it): ingest accepts reports older than "
+        "the dedup horizon. The replay is still deduplicated: its claims live dedup_ttl_hours of "
+        "wall time from when they are made.",
+    )
     max_future_skew_s: float = Field(300.0, ge=0, description="Reject reports this far in the future.")
 
     # --- triage: event-time hopping windows, learned baselines, spike test

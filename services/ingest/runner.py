@@ -47,7 +47,7 @@ class Ingester:
         self._m = metrics
         self._clock = clock or SystemClock()
         self._max_future = timedelta(seconds=settings.max_future_skew_s)
-        self._max_age = timedelta(hours=settings.dedup_ttl_hours)
+        self._max_age = None if settings.accept_old_reports else timedelta(hours=settings.dedup_ttl_hours)
         self._dead_letter = dead_letter_to(producer, settings.dlq_topic)
 
     async def dead_letter(self, rec: Record, reason: str, detail: str) -> None:

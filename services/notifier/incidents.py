@@ -69,8 +69,11 @@ def open_incident(signal: Signal) -> Change:
                                          "reason": signal.reason})])
 
 
-def merge(state: IncidentState, signal: Signal) -> Change:
-    """Apply a later signal for the same key to an open incident."""
+def merge(state: IncidentState, signal: Signal, *, new_burst: bool = False) -> Change:
+    """Apply a later signal for the same key to an open incident. A spike's later signals
+    describe windows overlapping its first (a rise counts the same reports again), so the
+    incident's report count is the largest window's; each critical report, and each burst
+    of a flap (``new_burst``), adds its own."""
     events: list[tuple[str, dict[str, Any]]] = []
     if signal.kind == "resolve":
         state.status = "resolved"
@@ -86,7 +89,10 @@ def merge(state: IncidentState, signal: Signal) -> Change:
         state.factors = [f.model_dump() for f in signal.factors]
     state.score = max(state.score, signal.score)
     state.signal_count += 1
-    state.report_count += signal.report_count
+    if new_burst or signal.kind == "critical_report":
+        state.report_count += signal.report_count
+    else:
+        state.report_count = max(state.report_count, signal.report_count)
     if signal.observed_at > state.last_signal_at:
         state.last_signal_at = signal.observed_at
     start = start_of(signal)
@@ -104,7 +110,7 @@ def reopen(state: IncidentState, signal: Signal) -> Change:
     with this burst (the timeline counts the bursts)."""
     state.status = "triggered"
     state.resolved_at = None
-    change = merge(state, signal)
+    change = merge(state, signal, new_burst=True)
     change.events.insert(0, ("reopened", {"signal_id": signal.signal_id, "reason": signal.reason,
                                           "report_count": signal.report_count}))
     return change

@@ -26,7 +26,9 @@ environment (``${VAR:-default}``, ``$${`` for a literal), see ``services.notifie
 
 Optional on-call keys: ``schedules`` (per team, see ``services.notifier.oncall``),
 ``escalation_policies`` (see ``services.notifier.escalation``) and, on a route,
-``escalation_policy: <name>``: incidents on that route page its levels until acknowledged.
+``escalation_policy: <name>``: incidents on that route page its levels until acknowledged,
+and ``high_urgency_from: SEV2``: only incidents of that severity or worse page (high
+urgency); the others are recorded as low urgency, and page if they rise into it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from services.notifier.envsubst import UnsetVariable, expand
 from services.notifier.escalation import EscalationPolicy
 from services.notifier.oncall import Schedule
 from shared.errors import ConfigError
+from shared.events import Severity
 
 MATCH_FIELDS = ("category", "severity", "region", "stream_id", "kind")
 
@@ -104,6 +107,15 @@ class Route(BaseModel):
     # first page went out: "page" sends that page, saying it opened and resolved, and the
     # resolve; "record" pages nobody and says so on the timeline (only with a group wait).
     resolved_in_group_wait: Literal["page", "record"] = "page"
+    # Urgency: incidents of this severity or worse are high urgency and page; the rest are
+    # low urgency, recorded (console, API, weekly report) and paged only if their severity
+    # rises into the band. The default pages every severity: a route drops pages only when
+    # its file says so.
+    high_urgency_from: Severity = Severity.SEV4
+
+    def urgency(self, severity: str) -> str:
+        """``high`` or ``low`` for an incident of ``severity`` on this route."""
+        return "high" if Severity(severity).rank <= self.high_urgency_from.rank else "low"
 
 
 class Routing(BaseModel):

@@ -21,6 +21,9 @@ _COUNTS = sa.text(
     UNION ALL
     SELECT 'status', status, count(*) FROM incidents
      WHERE detected_at >= :since AND detected_at < :until GROUP BY status
+    UNION ALL
+    SELECT 'urgency', urgency, count(*) FROM incidents
+     WHERE detected_at >= :since AND detected_at < :until GROUP BY urgency
     """
 )
 
@@ -58,7 +61,7 @@ async def stats(
     sla_action_minutes: dict[str, float],
 ) -> dict[str, Any]:
     params = {"since": since, "until": until}
-    counts: dict[str, dict[str, int]] = {"category": {}, "severity": {}, "status": {}}
+    counts: dict[str, dict[str, int]] = {"category": {}, "severity": {}, "status": {}, "urgency": {}}
     for dim, key, n in await conn.execute(_COUNTS, params):
         counts[dim][key] = n
     t = (await conn.execute(_TIMES, params)).mappings().one()

@@ -340,6 +340,28 @@ async def notify(
     route = routing.route(row)
     if set_team or row.get("team") is None:
         await conn.execute(incidents.update().where(incidents.c.id == incident_id).values(team=route.team))
+    first_page = set_team
+    if set_team or row["urgency"] == "low":
+        urgency = route.urgency(row["severity"])
+        if urgency == "low" or kind not in ("trigger", "update"):
+            # low urgency: on the record (console, API, weekly report), nobody paged
+            if set_team:
+                await conn.execute(incidents.update().where(incidents.c.id == incident_id)
+                                   .values(urgency="low"))
+                await conn.execute(incident_timeline.insert().values(
+                    incident_id=incident_id, at=now, kind="low_urgency", actor=SYSTEM_ACTOR,
+                    detail={"severity": row["severity"], "team": route.team,
+                            "high_urgency_from": route.high_urgency_from.value, "event": event}))
+                if metrics is not None:
+                    metrics.pages_held.labels("low_urgency").inc()
+            return 0
+        if not set_team:  # a low-urgency incident rose into the route's high band: page it now
+            await conn.execute(incidents.update().where(incidents.c.id == incident_id)
+                               .values(urgency="high"))
+            await conn.execute(incident_timeline.insert().values(
+                incident_id=incident_id, at=now, kind="urgency_raised", actor=SYSTEM_ACTOR,
+                detail={"severity": row["severity"], "event": event}))
+            kind, first_page = "trigger", True
     held = await held_by(conn, incident={**row, "team": route.team}, now=now)
     if held is not None:  # a silence or an inhibition: record it, page nobody
         if held.silence_id is not None:
@@ -381,7 +403,7 @@ async def notify(
         # follows it on every channel (a channel hears an incident's changes in order).
         await unsent_trigger_refreshed(conn, incident_id=incident_id, payload=payload,
                                        kinds=("trigger", "update"))
-    if set_team and route.escalation_policy is not None:  # a new incident: page level 1, time level 2
+    if first_page and route.escalation_policy is not None:  # its first page: page level 1, time level 2
         payload["targets"] = await start_escalation(conn, incident_id=incident_id, routing=routing,
                                                     policy_name=route.escalation_policy, now=now,
                                                     metrics=metrics)
@@ -564,6 +586,7 @@ async def list_incidents(
     *,
     status: str | None = None,
     severity: str | None = None,
+    urgency: str | None = None,
     category: str | None = None,
     stream_id: str | None = None,
     region: str | None = None,
@@ -594,6 +617,7 @@ async def list_incidents(
     for col, val in (
         (c.status, status),
         (c.severity, severity),
+        (c.urgency, urgency),
         (c.category, category),
         (c.stream_id, stream_id),
         (c.region, region),

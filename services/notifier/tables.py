@@ -16,6 +16,7 @@ incidents = sa.Table(
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("severity", sa.Text, nullable=False),
+    sa.Column("urgency", sa.Text, nullable=False, server_default="high"),  # low: recorded, not paged
     sa.Column("category", sa.Text, nullable=False),
     sa.Column("stream_id", sa.Text),
     sa.Column("region", sa.Text),

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.triage.baseline import Baseline, alpha_for_half_life, tail_threshold
+from services.triage.baseline import Baseline, alpha_for_half_life, log10_sf, tail_threshold
 from services.triage.population import Population
 from services.triage.scoring import ScoringConfig, SpikeScore, best_spike_score, severity_for, spike_score
 from services.triage.tally import Tally, window_stats
@@ -319,6 +319,8 @@ class KeyedDetector:
         ) if early else ()
         self._keep_ms = max(cfg.window_ms, *(w for w, _, _ in self._scales)) if early else cfg.window_ms
         self._open_lp = cfg.log10_p_for(cfg.window_s)  # the window_s bound, for the chart's band
+        # the trend test's z bound as a tail probability (normal), for the spike's evidence
+        self._z_lp = -math.log10(0.5 * math.erfc(self.z_open / math.sqrt(2.0)))
         self._window_hops = cfg.window_s // cfg.hop_s
         # the EWMA's memory in windows: past it, n says nothing more about the baseline's weight
         self._n_cap = 1.0 / self._alpha
@@ -670,19 +672,56 @@ class KeyedDetector:
         if raw < ks.next_raw:
             return None
         ks.next_raw = raw + max(1, raw // 4)
-        cfg = self.cfg
-        best = best_spike_score(self.category_of(key), ks.viewers, cfg.scoring)
-        if severity_for(best, cfg.scoring.severity_thresholds).rank >= ks.tier:
-            return None  # no window on this key can reach a higher severity
         raw, distinct, eff = self._window(ks, end)
         if eff <= ks.peak:
             return None
         ks.peak = eff
-        d = self._decision("raise", key, ks, end, at_ms, raw, distinct, eff)
-        if d.tier >= ks.tier:
+        return self._rescore(key, ks, end, at_ms, raw, distinct, eff)
+
+    def _rescore(self, key: tuple[str, ...], ks: KeyState, end: int, at_ms: int,
+                 raw: int, distinct: int, eff: int, panes: int | None = None) -> Decision | None:
+        """A "raise" if the spike now scores a higher severity, else None. Also called as each
+        window of a spike closes: a sustained change gains evidence with every window while
+        its count stays level, and that must be able to raise it (and so page it)."""
+        cfg = self.cfg
+        best = best_spike_score(self.category_of(key), ks.viewers, cfg.scoring)
+        if severity_for(best, cfg.scoring.severity_thresholds).rank >= ks.tier:
+            return None  # no window on this key can reach a higher severity
+        ref = self.reference(key, ks) or ks.base
+        sp = self._score(key, ks, end, ref, distinct, eff)
+        if severity_for(sp.score, cfg.scoring.severity_thresholds).rank >= ks.tier:
             return None
+        d = self._decision("raise", key, ks, end, at_ms, raw, distinct, eff, panes=panes, sp=sp)
         ks.tier = d.tier
         return d
+
+    def _decades(self, ks: KeyState, end: int, ref: Baseline) -> float:
+        """How many decades below its bound the tail probability of the spike's strongest
+        window lies (0 if none is past it): the evidence severity is calibrated on."""
+        mean = ref.mean
+        best = 0.0
+        if self._scales:
+            phi = self._dispersion(ref)
+            extra = self.cfg.young_extra_log10_p if ks.base.n < self.cfg.young_windows else 0.0
+            for wms, frac, lp in self._scales:
+                if end - wms < ks.clear_from:
+                    continue
+                m = mean * frac
+                ph = phi if frac <= 1.0 else phi / frac
+                eff = self._window(ks, end, wms)[2]
+                best = max(best, -log10_sf(eff, m, m + ph * m * m) - lp - extra)
+        else:  # trends: the z test's bound, with the learned variance
+            eff = self._window(ks, end)[2]
+            var = max(ref.var, mean, self.cfg.var_floor)
+            best = max(best, -log10_sf(eff, mean, var) - self._z_lp)
+        return best
+
+    def _score(self, key: tuple[str, ...], ks: KeyState, end: int, ref: Baseline,
+               distinct: int, eff: int) -> SpikeScore:
+        return spike_score(
+            self.category_of(key), effective=eff, baseline_mean=ref.mean, distinct=distinct,
+            viewers=ks.viewers, decades=self._decades(ks, end, ref), cfg=self.cfg.scoring,
+        )
 
     def _dispersion(self, base: Baseline) -> float:
         """Over-dispersion of the window_s count, (var - mean) / mean**2, capped; 0 if none."""
@@ -739,16 +778,14 @@ class KeyedDetector:
 
     def _decision(
         self, kind: str, key: tuple[str, ...], ks: KeyState, end: int, at_ms: int,
-        raw: int, distinct: int, eff: int, panes: int | None = None,
+        raw: int, distinct: int, eff: int, panes: int | None = None, sp: SpikeScore | None = None,
     ) -> Decision:
         cfg = self.cfg
         ref = self.reference(key, ks) or ks.base
         if kind == "open":  # every later decision of the spike carries the same start
             ks.surge = self._surge_start(ks, end, at_ms, ref.mean)
-        sp = spike_score(
-            self.category_of(key), effective=eff, baseline_mean=ref.mean, distinct=distinct,
-            viewers=ks.viewers, cfg=cfg.scoring,
-        )
+        if sp is None:
+            sp = self._score(key, ks, end, ref, distinct, eff)
         tier = severity_for(sp.score, cfg.scoring.severity_thresholds).rank
         return Decision(
             kind=kind, key=key, window_end_ms=end, opened_end_ms=ks.opened_end or end, at_ms=at_ms,
@@ -884,6 +921,14 @@ class KeyedDetector:
                     return
             else:
                 ks.quiet = 0
+                # (carrying the panes since the last progress, as a progress does: the chart
+                # never holds fewer reports than the incident says)
+                d = self._rescore(key, ks, end, end, raw, distinct, eff,
+                                  panes=self._panes_since_progress(ks, end))
+                if d is not None:
+                    ks.pend, ks.pbucket = end, raw.bit_length()
+                    yield d
+                    return
             bucket = raw.bit_length()
             if bucket != ks.pbucket or end - ks.pend >= cfg.progress_every_s * 1000:
                 yield self._decision("progress", key, ks, end, end, raw, distinct, eff,

@@ -3,11 +3,14 @@
 Every factor comes back with its contribution, so a signal can say why it fired:
 
 - report score = category weight x (0.5 + 0.5 source trust) x (0.5 + 0.5 reach)
-- spike score  = category weight x magnitude x diversity x (0.5 + 0.5 reach)
+- spike score  = category weight x magnitude x diversity x evidence x (0.5 + 0.5 reach)
 
 Source trust: moderator 1.0 > classifier (0.5 + 0.5 classifier_score) > user 0.3. Reach is
 logarithmic in viewer_count, 1.0 at ``reach_full_viewers``. Diversity rewards many distinct
-reporters over one reporter filing many reports.
+reporters over one reporter filing many reports. Evidence is the spike's tail probability:
+how many decades below its opening bound P(count >= observed) lies, for its strongest window
+(a short burst just over the bar scores 0.5, a sustained change, whose long windows pile up
+evidence, climbs to 1): magnitude says how big, evidence how sure and how lasting.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class ScoringConfig:
     critical_score: float = 0.9
     magnitude_full_ratio: float = 50.0  # a spike this many times its baseline has magnitude 1
     diversity_full_reporters: int = 16
+    # decades of tail probability past the opening bound at which evidence is full
+    evidence_full_decades: float = 24.0
 
     def weight(self, category: str) -> float:
         return self.category_weight.get(category, self.category_weight.get("other", 0.2))
@@ -132,6 +137,8 @@ class SpikeScore:
     magnitude: float
     diversity: float
     reach_mult: float
+    decades: float = 0.0
+    evidence: float = 1.0
 
     def factors(self, category: str, distinct: int, viewers: int) -> tuple[Factor, ...]:
         return (
@@ -139,6 +146,7 @@ class SpikeScore:
             Factor(name="magnitude", value=round(self.ratio, 2), contribution=round(self.magnitude, 4)),
             Factor(name="reporter_diversity", value=float(distinct), contribution=round(self.diversity, 4)),
             Factor(name="reach", value=float(viewers), contribution=round(self.reach_mult, 4)),
+            Factor(name="evidence", value=round(self.decades, 2), contribution=round(self.evidence, 4)),
         )
 
 
@@ -149,15 +157,21 @@ def spike_score(
     baseline_mean: float,
     distinct: int,
     viewers: int,
+    decades: float = 0.0,
     cfg: ScoringConfig | None = None,
 ) -> SpikeScore:
+    """``decades``: how far (in decades, >= 0) the spike's tail probability lies below the
+    bound that opened it."""
     cfg = cfg or _DEFAULT
     w = cfg.weight(category)
     ratio = effective / max(baseline_mean, 0.1)
     magnitude = 0.5 + 0.5 * min(1.0, max(0.0, math.log(max(ratio, 1.0)) / math.log(cfg.magnitude_full_ratio)))
     diversity = 0.5 + 0.5 * min(1.0, distinct / cfg.diversity_full_reporters)
     reach_mult = 0.5 + 0.5 * reach(viewers, cfg.reach_full_viewers)
-    return SpikeScore(w * magnitude * diversity * reach_mult, w, ratio, magnitude, diversity, reach_mult)
+    decades = max(0.0, decades)
+    evidence = 0.5 + 0.5 * min(1.0, decades / cfg.evidence_full_decades)
+    return SpikeScore(w * magnitude * diversity * evidence * reach_mult, w, ratio, magnitude, diversity,
+                      reach_mult, decades, evidence)
 
 
 def best_spike_score(category: str, viewers: int, cfg: ScoringConfig | None = None) -> float:

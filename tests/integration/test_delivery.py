@@ -603,3 +603,66 @@ async def test_a_flap_after_its_resolve_went_out_is_paged_again(settings: Settin
             n = await conn.scalar(sa.text("SELECT count(*) FROM incidents"))
     assert n == 1 and res.notified == 3
     assert [r.json()["event_action"] for r in rec.requests if r.path == "/pd"] == ["trigger", "resolve", "trigger"]
+
+
+def urgent_from(rec: Receiver, tmp_path: Path, sev: str) -> Routing:
+    base = routing_for(rec, tmp_path).model_dump(mode="json")
+    base["default"]["high_urgency_from"] = sev
+    for r in base["routes"]:
+        r["high_urgency_from"] = sev
+    return Routing.model_validate({**base, "flap_cooldown_s": 0})
+
+
+async def test_low_urgency_is_recorded_not_paged_and_pages_once_it_rises(settings: Settings, tmp_path: Path) -> None:
+    """A SEV3 incident on a route that pages from SEV2 is on the record and pages nobody, and
+    its resolve pages nobody either; one that rises to SEV2 is paged then, once, as a trigger
+    (its later resolve follows); the weekly figures count both."""
+    clock = ManualClock(T0)
+    async with running_receiver() as rec, open_engine(settings) as engine, httpx.AsyncClient() as http:
+        routing = urgent_from(rec, tmp_path, "SEV2")
+        d = deliverer(engine, routing, http, clock)
+        async with engine.begin() as conn:
+            quiet = await apply_signal(conn, signal=signal(1, "SEV3"), now=clock.now(), routing=routing)
+            await apply_signal(conn, signal=signal(2, kind="resolve", at=T0 + timedelta(minutes=2)),
+                               now=clock.now(), routing=routing)
+        await drain(d, clock, rounds=2)
+        assert rec.requests == []
+        async with engine.connect() as conn:
+            row = (await conn.execute(sa.text("SELECT urgency, status FROM incidents WHERE id = :i"),
+                                      {"i": quiet.incident_id})).one()
+            kinds = (await conn.execute(sa.text(
+                "SELECT kind FROM incident_timeline WHERE incident_id = :i ORDER BY id"),
+                {"i": quiet.incident_id})).scalars().all()
+        assert tuple(row) == ("low", "resolved") and "low_urgency" in kinds and "page_queued" not in kinds
+
+        clock.advance(timedelta(minutes=10))
+        at = T0 + timedelta(minutes=10)
+        async with engine.begin() as conn:
+            rising = await apply_signal(conn, signal=signal(3, "SEV4", at=at), now=clock.now(), routing=routing)
+            await apply_signal(conn, signal=signal(4, "SEV3", at=at), now=clock.now(), routing=routing)
+        await drain(d, clock, rounds=2)
+        assert rec.requests == []  # still below the band
+        async with engine.begin() as conn:
+            await apply_signal(conn, signal=signal(5, "SEV2", at=at), now=clock.now(), routing=routing)
+            await apply_signal(conn, signal=signal(6, "SEV1", at=at), now=clock.now(), routing=routing)
+            await apply_signal(conn, signal=signal(7, kind="resolve", at=at + timedelta(minutes=1)),
+                               now=clock.now(), routing=routing)
+        await drain(d, clock, rounds=4)
+        pd = [r.json() for r in rec.requests if r.path == "/pd"]
+        assert [p["event_action"] for p in pd] == ["trigger", "trigger", "resolve"]  # SEV2, the SEV1 rise, resolve
+        async with engine.connect() as conn:
+            assert await conn.scalar(sa.text("SELECT urgency FROM incidents WHERE id = :i"),
+                                     {"i": rising.incident_id}) == "high"
+            from services.notifier.stats import stats
+            figures = await stats(conn, since=T0 - timedelta(days=1), until=T0 + timedelta(days=1),
+                                  sla_ack_minutes={}, sla_action_minutes={})
+        assert figures["by"]["urgency"] == {"low": 1, "high": 1}
+
+
+def test_every_severity_is_high_urgency_unless_the_file_says_otherwise(tmp_path: Path) -> None:
+    route = Routing().default
+    assert [route.urgency(s) for s in ("SEV1", "SEV4")] == ["high", "high"]
+    strict = Routing.model_validate({"default": {"team": "t", "high_urgency_from": "SEV2"}}).default
+    assert [strict.urgency(s) for s in ("SEV1", "SEV2", "SEV3", "SEV4")] == ["high", "high", "low", "low"]
+    with pytest.raises(ValueError):
+        Routing.model_validate({"default": {"team": "t", "high_urgency_from": "SEV5"}})

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.notifier.incidents import MAX_SAMPLE, merge, open_incident
+from services.notifier.incidents import reopen, MAX_SAMPLE, merge, open_incident
 from services.notifier.store import BadCursor, decode_cursor, encode_cursor
 from shared.events import Category, Severity, Signal
 
@@ -28,10 +28,22 @@ def test_open_then_merge() -> None:
     assert ch.state.severity is Severity.SEV3 and ch.state.report_count == 10
     assert [e for e, _ in ch.events] == ["triggered"]
     ch2 = merge(ch.state, sig(1))
-    assert ch2.state.signal_count == 2 and ch2.state.report_count == 20
+    # a later window of the same spike overlaps the first: its reports are not new
+    assert ch2.state.signal_count == 2 and ch2.state.report_count == 10
     assert ch2.state.last_signal_at == T0 + timedelta(minutes=1)
     assert ch2.state.started_at == T0
     assert [e for e, _ in ch2.events] == ["signal_merged"]
+
+
+def test_report_count_adds_bursts_and_critical_reports_but_not_overlapping_windows() -> None:
+    st = open_incident(sig(0)).state
+    bigger = sig(1).model_copy(update={"report_count": 25})
+    assert merge(st, bigger).state.report_count == 25
+    assert merge(st, sig(2)).state.report_count == 25  # a smaller window: still the largest
+    assert reopen(st, sig(3)).state.report_count == 35  # a flap's new burst adds its reports
+    crit = sig(4, kind="critical_report").model_copy(update={"report_count": 1, "dedup_key": "critical:s1:violence"})
+    c = open_incident(crit).state
+    assert merge(c, crit.model_copy(update={"signal_id": "c2"})).state.report_count == 2
 
 
 def test_severity_only_rises_and_is_recorded() -> None:

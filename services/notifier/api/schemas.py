@@ -13,6 +13,7 @@ from shared.events import Category, Severity
 
 Status = Literal["triggered", "acknowledged", "resolved"]
 Sort = Literal["-detected_at", "detected_at", "severity"]
+Urgency = Literal["high", "low"]
 
 # The instants the API accepts, after applying the offset: years 1970 to 9000 in UTC. Wider
 # ones overflow date arithmetic (0001-01-01 minus 7 days) or PostgreSQL's and asyncpg's
@@ -61,6 +62,8 @@ class IncidentOut(BaseModel):
     kind: str
     status: Status
     severity: Severity
+    urgency: Urgency = Field("high", description="high: paged; low: recorded, not paged (its "
+                                                  "severity is below its route's high_urgency_from).")
     category: Category
     stream_id: str | None
     region: str | None
@@ -210,7 +213,7 @@ class StatsOut(BaseModel):
     since: datetime
     until: datetime
     incidents: int
-    by: dict[Literal["category", "severity", "status"], dict[str, int]]
+    by: dict[Literal["category", "severity", "status", "urgency"], dict[str, int]]
     mtta_s: float | None = Field(description="Mean time to acknowledge, seconds.")
     mttr_s: float | None = Field(description="Mean time to resolve, seconds.")
     time_to_action_p50_s: float | None

@@ -45,6 +45,10 @@ function s(tag, attrs = {}, ...children) {
   return el;
 }
 
+function urgencyTag() {
+  return h("span", { class: "urgency-low", title: "low urgency: recorded, nobody paged", text: "low" });
+}
+
 function badge(severity) {
   return h("span", { class: `badge sev-${String(severity).toLowerCase()}`, text: severity });
 }
@@ -229,7 +233,7 @@ function select(name, label, options, value) {
 }
 
 function listView(root, params) {
-  const filters = Object.fromEntries(["status", "severity", "category", "stream_id", "region", "sort"]
+  const filters = Object.fromEntries(["status", "severity", "urgency", "category", "stream_id", "region", "sort"]
     .map((k) => [k, params.get(k) || ""]));
   const cursors = [];        // cursors of the pages before this one, for "Previous"
   let cursor = params.get("cursor") || null;
@@ -237,6 +241,7 @@ function listView(root, params) {
   const form = h("form", { class: "filters", "aria-label": "Filter incidents" },
     select("status", "Status", STATUSES.map((v) => [v, v]), filters.status),
     select("severity", "Severity", SEVERITIES.map((v) => [v, v]), filters.severity),
+    select("urgency", "Urgency", [["high", "high (paged)"], ["low", "low (recorded)"]], filters.urgency),
     select("category", "Category", CATEGORIES.map((v) => [v, v.replace("_", " ")]), filters.category),
     h("div", { class: "field" }, h("label", { for: "f-stream_id", text: "Stream" }),
       h("input", { id: "f-stream_id", name: "stream_id", value: filters.stream_id, maxlength: "128", spellcheck: "false" })),
@@ -292,8 +297,9 @@ function listView(root, params) {
     nextCursor = page.next_cursor;
     const rows = page.items.map((i) => {
       const link = h("a", { href: `#/incident/${i.id}`, text: i.reason });
-      return h("tr", { "data-id": i.id, "data-severity": i.severity, "data-status": i.status },
-        h("td", {}, badge(i.severity)),
+      return h("tr", { "data-id": i.id, "data-severity": i.severity, "data-status": i.status,
+                       "data-urgency": i.urgency, class: i.urgency === "low" ? "low-urgency" : null },
+        h("td", {}, badge(i.severity), i.urgency === "low" ? urgencyTag() : null),
         h("td", {}, statusTag(i.status)),
         h("td", { text: i.category.replace("_", " ") }),
         h("td", { class: "mono", text: i.stream_id || "—" }),
@@ -480,6 +486,7 @@ function incidentView(root, id) {
       h("h1", {}, badge(inc.severity), " ", h("span", { class: "reason-title", text: inc.reason })),
       h("dl", { class: "meta" },
         meta("Status", statusTag(inc.status)),
+        meta("Urgency", inc.urgency === "low" ? "low: recorded, nobody paged" : "high: paged"),
         meta("Category", inc.category.replace("_", " ")),
         meta("Stream", h("span", { class: "mono", text: inc.stream_id || "—" })),
         meta("Region", inc.region || "—"),
