@@ -1,4 +1,4 @@
-"""The ``livetriage`` command: up, ingest, triage, notifier, migrate, simulate, schema."""
+"""The ``livetriage`` command: up, ingest, triage, notifier, migrate, simulate, backtest, schema."""
 
 from __future__ import annotations
 
@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     kr.add_argument("prefix")
     ksub.add_parser("list", help="list keys (prefixes, names, scopes)")
     add_client_parsers(sub)
+    from livetriage.backtest.command import add_parser as add_backtest_parser
+
+    add_backtest_parser(sub)
     sch = sub.add_parser("schema", help="print the report contract as JSON Schema")
     sch.add_argument("--out", type=Path, default=None)
     return p
@@ -252,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
                 print("database migrated")
             case "simulate":
                 run(cmd_simulate(settings, args))
+            case "backtest":
+                from livetriage.backtest.command import cmd_backtest
+
+                return run(cmd_backtest(settings, args))
             case "keys":
                 settings.require_database()
                 run(cmd_keys(settings, args))

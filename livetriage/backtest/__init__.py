@@ -1,0 +1,1 @@
+"""Replay labelled recorded traffic through the pipeline and score it (``livetriage backtest``)."""
