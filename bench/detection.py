@@ -520,6 +520,10 @@ class Results:
     bursts: int = 0
     burst_pages: int = 0  # on bursts under EXTREME_BURST: false alarms too
     burst_pages_extreme: int = 0
+    # the worst severity each scored opening reached (its raises included), by what it was
+    severity_by_outcome: dict[str, dict[str, int]] = field(default_factory=dict)
+    # a route paging from SEVn: recall of target spikes and false alarms per key-day then
+    pages_by_band: dict[str, dict[str, float | None]] = field(default_factory=dict)
     brigade_pages_small: int = 0
     brigade_pages_large: int = 0
     brigades_paged_small: int = 0
@@ -567,6 +571,13 @@ def score(tr: Traffic, emitted: list[Emitted], warmup_ms: int, res: Results) -> 
     fa_rate: dict[str, int] = {}
     fa_noise: dict[str, int] = {}
     resolves: dict[str, Emitted] = {}
+    worst: dict[str, int] = {}  # opening signal id -> best rank over it and its raises
+    for e in emitted:
+        if e.signal.kind == "spike":
+            base = e.signal.signal_id.split(":sev")[0]
+            worst[base] = min(worst.get(base, 5), e.signal.severity.rank)
+    outcome: dict[str, str] = {}  # scored opening -> true / false / extreme burst / brigade
+    opened_on: dict[str, Label] = {}
     for e in emitted:
         s = e.signal
         kinds[s.kind] = kinds.get(s.kind, 0) + 1
@@ -591,6 +602,12 @@ def score(tr: Traffic, emitted: list[Emitted], warmup_ms: int, res: Results) -> 
         first10 = ms(s.observed_at) - T0_MS <= warmup_ms + 600_000
         if hit is None or (hit.kind == "burst" and hit.mult < EXTREME_BURST):
             res.false_stream_incidents_first_10_min += first10
+        outcome[s.signal_id] = (
+            "false" if hit is None or (hit.kind == "burst" and hit.mult < EXTREME_BURST)
+            else "extreme burst" if hit.kind == "burst" else hit.kind if hit.kind == "brigade"
+            else "true")
+        if hit is not None:
+            opened_on[s.signal_id] = hit
         if hit is None:
             res.noise_false_alarms += 1
             k = tr.keys[ki]
@@ -644,6 +661,20 @@ def score(tr: Traffic, emitted: list[Emitted], warmup_ms: int, res: Results) -> 
     fas = res.noise_false_alarms + res.burst_pages
     res.noise_fa_per_key_day = fas / noise_key_days
     res.noise_fa_per_key_day_upper95 = poisson_upper95(fas) / noise_key_days
+    for sid, what in outcome.items():
+        sev = f"SEV{worst.get(sid, 4)}"
+        by = res.severity_by_outcome.setdefault(what, {})
+        by[sev] = by.get(sev, 0) + 1
+    target_ids = {id(lab) for lab in spikes if lab.mult >= 5.0 and lab.duration_s >= 120}
+    for band in (4, 3, 2):
+        paged = {sid for sid in outcome if worst.get(sid, 4) <= band}
+        found = {id(opened_on[sid]) for sid in paged if outcome[sid] == "true"} & target_ids
+        false = sum(1 for sid in paged if outcome[sid] == "false")
+        res.pages_by_band[f"SEV{band}"] = {
+            "target_recall": len(found) / len(target_ids) if target_ids else None,
+            "fa_per_100_key_days": 100 * false / noise_key_days,
+            "brigade_pages": sum(1 for sid in paged if outcome[sid] == "brigade"
+                                 and opened_on[sid].reporters <= 3)}
 
     recall: dict[str, dict[str, list[int]]] = {m[2]: {d[2]: [0, 0] for d in DUR_BUCKETS}
                                                for m in MULT_BUCKETS}
@@ -911,6 +942,11 @@ def print_report(r: Results) -> None:
     if r.bursts:
         p(f"  heavy-tailed bursts: {r.bursts}; pages on bursts < {EXTREME_BURST:g}x (in the false "
           f"alarms above): {r.burst_pages}; on extreme ones: {r.burst_pages_extreme}")
+    p("  worst severity reached, by outcome: " + "; ".join(
+        f"{k} {dict(sorted(v.items()))}" for k, v in sorted(r.severity_by_outcome.items())))
+    p("  a route paging from SEVn (high_urgency_from; lower severities recorded, not paged): " + "; ".join(
+        f"{b}: recall {fmt(v['target_recall'], '.3f')}, FA {fmt(v['fa_per_100_key_days'], '.2f')}/100 "
+        f"key-days, small-brigade pages {v['brigade_pages']}" for b, v in r.pages_by_band.items()))
     p(f"  first 10 minutes after warm-up: {r.false_stream_incidents_first_10_min} false stream "
       f"openings" + (f", {r.trend_opens_first_10_min} trend openings"
                      if r.trend_signals_after_warmup is not None else ""))

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     spike_max_dispersion: float = Field(
         16.0, ge=0, description="Cap of the tail test's over-dispersion (var - mean) / mean**2."
     )
+    spike_recur_half_life_s: float = Field(
+        86_400.0, ge=0, description="Half-life of each stream key's day-long memory of how often its windows "
+        "stand out and by how much (a spike's too); after 6 h, a multiple of its baseline it reaches in 1.5% of "
+        "its windows is usual for it: it opens only at 1.5 times that, so recurring bursts stop paging. 0: off."
+    )
     progress_every_s: int = Field(
         60, ge=0, description="An open spike's chart and last-seen go to the notifier at most this often "
         "(sooner when its window count crosses a power of two); each update carries every pane since the last."

@@ -38,10 +38,12 @@ from typing import Any
 
 from services.triage.baseline import Baseline, alpha_for_half_life, log10_sf, tail_threshold
 from services.triage.population import Population
+from services.triage.recurrence import Recurrence
 from services.triage.scoring import ScoringConfig, SpikeScore, best_spike_score, severity_for, spike_score
 from services.triage.tally import Tally, window_stats
 
-BaselineRow = tuple[float, float, int, int]  # mean, var, n, closed_through_ms
+# mean, var, n, closed_through_ms, the recurrence memory's dump (None: none)
+BaselineRow = tuple[float, float, int, int, list[Any] | None]
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,13 @@ class DetectorConfig:
     # the tail test's over-dispersion (var - mean) / mean**2, learned (and shrunk, above), is at
     # most this; real count series measure 0.2..2 between 5-minute buckets
     max_dispersion: float = 16.0
+    # a day-long memory of how often each stream key's windows stand out, and by how much
+    # (recurrence.py; half-life recur_half_life_s, 0: off): once it holds recur_min_hours, a
+    # multiple of its baseline that the key reaches in recur_share of its windows or more is
+    # usual for it, and it opens only above it (bursts that recur all day stop paging)
+    recur_half_life_s: float = 86_400.0
+    recur_min_hours: float = 6.0
+    recur_share: float = 0.015
     # an open spike's closed windows go to the notifier (its chart, its "last seen") at most
     # once per this many seconds, sooner when the window's count crosses a power of two; each
     # carries every pane since the last one, so the chart misses nothing (9 in 10 signals
@@ -123,6 +132,8 @@ class DetectorConfig:
             raise ValueError("open_log10_p must be > 0")
         if self.grace_s < 0:
             raise ValueError("grace_s must be >= 0")
+        if self.recur_half_life_s < 0 or self.recur_min_hours < 0 or not 0 < self.recur_share <= 1:
+            raise ValueError("recur_half_life_s and recur_min_hours must be >= 0, recur_share in (0, 1]")
         if self.max_dispersion < 0 or self.dispersion_prior_windows < 0:
             raise ValueError("max_dispersion and dispersion_prior_windows must be >= 0")
 
@@ -163,7 +174,7 @@ class KeyState:
     __slots__ = ("panes", "base", "in_spike", "opened_end", "tier", "quiet", "last_ms", "viewers",
                  "samples", "peak", "born", "wend", "wraw", "next_raw", "next_end",
                  "gend", "gcur", "gneed", "gprior", "gscales", "gfull", "gpre", "clear_from",
-                 "pend", "pbucket", "zfrom", "blocked", "surge")
+                 "pend", "pbucket", "zfrom", "blocked", "surge", "recur")
 
     def __init__(self, base: Baseline, born: int | None = None) -> None:
         # A new key's baseline learns from the first window holding its data on, however
@@ -172,6 +183,8 @@ class KeyState:
         self.born = born
         self.panes: dict[int, Tally] = {}
         self.base = base
+        # checkpointed, and saved with the evicted baseline: the day-long memory (recurrence.py)
+        self.recur = Recurrence()
         self.in_spike = False
         self.opened_end = 0
         self.tier = 4
@@ -218,7 +231,7 @@ class KeyState:
             [(p, t.dump(), t.first) for p, t in self.panes.items()], self.base.dump(), self.in_spike,
             self.opened_end, self.tier, self.quiet, self.last_ms, self.viewers, self.samples, self.peak,
             self.born, self.next_raw, self.next_end, self.clear_from, self.pend, self.pbucket,
-            self.zfrom, self.blocked, self.surge,
+            self.zfrom, self.blocked, self.surge, self.recur.dump(),
         ]
 
     @classmethod
@@ -243,6 +256,8 @@ class KeyState:
             ks.blocked = bool(d[17])
         if len(d) > 18:
             ks.surge = int(d[18])
+        if len(d) > 19:
+            ks.recur = Recurrence.load(d[19])
         ks.samples = list(ks.samples)
         return ks
 
@@ -311,6 +326,9 @@ class KeyedDetector:
         self._idle_exp: dict[tuple[str, bool], list[float]] = {}
         self._swept = 0
         self._alpha = cfg.alpha
+        self._recur_alpha = alpha_for_half_life(cfg.recur_half_life_s, cfg.hop_s) if (
+            early and cfg.recur_half_life_s > 0) else 0.0
+        self._recur_min_n = cfg.recur_min_hours * 3600 / cfg.hop_s
         self._hop = cfg.hop_ms  # plain attributes: this is read for every report
         self._window_ms = cfg.window_ms
         # early test: (window ms, its length in window_s units, tail bound) per window length
@@ -401,7 +419,10 @@ class KeyedDetector:
     def _settle(self, ks: KeyState, through: int) -> None:
         """Apply an idle key's owed quiet windows, through the window ending at ``through``."""
         if ks.zfrom and ks.zfrom <= through:
-            ks.base.observe_zeros((through - ks.zfrom) // self._hop + 1, self._alpha)
+            zeros = (through - ks.zfrom) // self._hop + 1
+            ks.base.observe_zeros(zeros, self._alpha)
+            if self._recur_alpha:
+                ks.recur.observe_quiet(zeros, self._recur_alpha)
         ks.zfrom = through + self._hop
 
     def _wake(self, key: tuple[str, ...], ks: KeyState) -> None:
@@ -428,11 +449,16 @@ class KeyedDetector:
             return ks
         row = self.evicted.pop(key, None) or stored
         if row is not None:
-            mean, var, n, closed = row
+            mean, var, n, closed = row[:4]
             base = Baseline(mean, var, n)
+            recur = Recurrence.load(row[4]) if len(row) > 4 and row[4] is not None else Recurrence()
             if self.closed_through is not None and closed < self.closed_through:
-                base.observe_zeros((self.closed_through - closed) // self.cfg.hop_ms, self._alpha)
+                gap = (self.closed_through - closed) // self.cfg.hop_ms
+                base.observe_zeros(gap, self._alpha)
+                if self._recur_alpha:
+                    recur.observe_quiet(gap, self._recur_alpha)
             ks = self.keys[key] = KeyState(base)
+            ks.recur = recur
         else:
             ks = self.keys[key] = KeyState(Baseline(0.0, 0.0, 0), born=pane)
             if self.early:
@@ -564,16 +590,20 @@ class KeyedDetector:
         mean = ref.mean
         phi = self._dispersion(ref)
         extra = cfg.young_extra_log10_p if ks.base.n < cfg.young_windows else 0.0
+        floor = self._open_floor(ks, mean)
+        recurring = floor > cfg.ratio_open * mean
         scales = []
         need = 1 << 62
         for wms, frac, lp in self._scales:
             if end - wms < ks.clear_from:
                 continue
+            if recurring and frac < 1.0:
+                continue  # bursts recur on this key: it opens on a minute's evidence, not less
             m = mean * frac
             # over-dispersion of a shorter window is taken as the window_s one's (the rate's
             # wobble does not average out within it); a longer one is a sum of window_s
             # windows whose wobbles are taken as independent, so its variance adds up
-            thr = max(self.min_volume, math.ceil(cfg.ratio_open * m - 1e-9),
+            thr = max(self.min_volume, math.ceil(floor * frac - 1e-9),
                       tail_threshold(m, phi if frac <= 1.0 else phi / frac, lp + extra))
             before_w = prior_at[wms // hop]
             scales.append((wms, before_w, thr))
@@ -730,11 +760,12 @@ class KeyedDetector:
             return min(self.cfg.max_dispersion, (base.var - mean) / (mean * mean))
         return 0.0
 
-    def _open_level(self, base: Baseline) -> float:
+    def _open_level(self, base: Baseline, ks: KeyState | None = None) -> float:
         """The window_s count that opens a spike on a key with this reference (the chart's band)."""
         cfg = self.cfg
         mean = base.mean
-        level = max(float(self.min_volume), cfg.ratio_open * mean)
+        floor = self._open_floor(ks, mean) if ks is not None else cfg.ratio_open * mean
+        level = max(float(self.min_volume), floor)
         if self.early and self._scales:
             return max(level, float(tail_threshold(mean, self._dispersion(base), self._open_lp)))
         return max(level, mean + self.z_open * max(base.var, mean, cfg.var_floor) ** 0.5)
@@ -794,7 +825,7 @@ class KeyedDetector:
             samples=tuple(ks.samples[-SAMPLES:]), viewers=ks.viewers,
             # an opening shows what led up to it (all panes held); later ones add their pane
             rate=self._rate(ks, end, panes or (self._keep_ms // self._hop if kind == "open" else 1)),
-            upper=round(self._open_level(ref), 3), started_ms=ks.surge,
+            upper=round(self._open_level(ref, ks), 3), started_ms=ks.surge,
         )
 
     # ---- time ---------------------------------------------------------------------------
@@ -828,7 +859,7 @@ class KeyedDetector:
                     self._settle(ks, last)
                     del idle[key], self.keys[key]
                     self._idle_out(key, ks)
-                    self.evicted[key] = (*ks.base.dump(), last)
+                    self.evicted[key] = (*ks.base.dump(), last, ks.recur.dump() if ks.recur.n else None)
         if self._idle_exp:
             # the idle keys' quiet windows teach the population too (in one sum: they are not
             # visited), or it would learn the rate of keys that just reported, too high
@@ -853,6 +884,8 @@ class KeyedDetector:
                     # key is idle (not visited) until a report wakes it
                     zeros = (last - b) // hop + 1
                     ks.base.observe_zeros(zeros, self._alpha)
+                    if self._recur_alpha:
+                        ks.recur.observe_quiet(zeros, self._recur_alpha)
                     if self.early:  # (from the next call on, counted with the idle keys)
                         self.population.observe_idle(self.category_of(key), ks.viewers > 0,
                                                      (ks.viewers or 1) * zeros, zeros, last)
@@ -886,11 +919,38 @@ class KeyedDetector:
                 b += hop
             if not ks.in_spike and not ks.panes and ks.last_ms < evict_before:
                 del self.keys[key]
-                self.evicted[key] = (*ks.base.dump(), last)
+                self.evicted[key] = (*ks.base.dump(), last, ks.recur.dump() if ks.recur.n else None)
+
+    def _learn_recurrence(self, ks: KeyState, eff: int) -> None:
+        """Teach the day-long memory one window: how many times the 1 h baseline it is, if
+        unusual under it (past its 1% tail), else 0. Only a key with history of its own has
+        a baseline to measure by; a spike's windows count (against the frozen baseline)."""
+        base = ks.base
+        ratio = 0.0
+        if base.n >= self.cfg.young_windows and eff > base.mean:
+            if eff >= tail_threshold(base.mean, self._dispersion(base), self.cfg.learn_clip_log10_p):
+                ratio = eff / max(base.mean, 1.0)
+        elif base.n < self.cfg.young_windows:
+            return
+        ks.recur.observe(ratio, self._recur_alpha)
+
+    def _usual(self, ks: KeyState) -> float:
+        """The multiple (of its reference mean, or of one report if that is less) a key must
+        pass to open because it reaches less every day (0: none, see recurrence.py)."""
+        if not self._recur_alpha:
+            return 0.0
+        return ks.recur.usual(self._recur_min_n, self.cfg.recur_share)
+
+    def _open_floor(self, ks: KeyState, mean: float) -> float:
+        """The least window_s count that can open: ratio_open times the mean, and past what
+        the key reaches every day."""
+        return max(self.cfg.ratio_open * mean, self._usual(ks) * max(mean, 1.0))
 
     def _close_window(self, key: tuple[str, ...], ks: KeyState, end: int) -> Iterator[Decision]:
         cfg = self.cfg
         raw, distinct, eff = self._window(ks, end)
+        if self._recur_alpha and self.start is not None and end - self.start >= self._window_ms:
+            self._learn_recurrence(ks, eff)
         if not self.early and not ks.in_spike and end > ks.opened_end:
             d = self._test(key, ks, end, end)
             if d is not None:
@@ -995,7 +1055,8 @@ class KeyedDetector:
         self.start = d.get("start", self.closed_through)
         self.population.load(d.get("population", {}))
         self.keys = {tuple(k): KeyState.load(v) for k, v in d["keys"]}
-        self.evicted = {tuple(k): tuple(v) for k, v in d["evicted"]}  # type: ignore[misc]
+        self.evicted = {tuple(k): (*v[:4], v[4] if len(v) > 4 else None)  # type: ignore[misc]
+                        for k, v in d["evicted"]}
         self._swept = d.get("swept", 0)
         self.idle = {}
         self._idle_exp = {}

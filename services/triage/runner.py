@@ -32,7 +32,7 @@ from aiokafka.partitioner import murmur2
 from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.triage.detector import DetectorConfig
+from services.triage.detector import BaselineRow, DetectorConfig
 from services.triage.metrics import TriageMetrics
 from services.triage.produce import permanent_reason, settle
 from services.triage.scoring import ScoringConfig
@@ -100,6 +100,7 @@ def detector_config(s: Settings) -> DetectorConfig:
         open_log10_p=s.spike_open_log10_p,
         budget_exponent=s.spike_budget_exponent,
         max_dispersion=s.spike_max_dispersion,
+        recur_half_life_s=s.spike_recur_half_life_s,
         progress_every_s=s.progress_every_s,
         scoring=ScoringConfig(critical_score=s.critical_score, severity_thresholds=s.severity_thresholds),
     )
@@ -404,7 +405,7 @@ class PartitionedRunner:
         started = time.perf_counter()
         acks, self.in_flight = self.in_flight, []
         cps: dict[int, Checkpoint] = {}
-        evicted: dict[tuple[str, ...], tuple[float, float, int, int]] = {}
+        evicted: dict[tuple[str, ...], BaselineRow] = {}
         outboxes = []
         for p in parts:
             task = self.tasks[p]
@@ -432,7 +433,7 @@ class PartitionedRunner:
         self,
         acks: list[asyncio.Future[Any]],
         cps: dict[int, Checkpoint],
-        evicted: dict[tuple[str, ...], tuple[float, float, int, int]],
+        evicted: dict[tuple[str, ...], BaselineRow],
         outboxes: list[dict[str, Any]],
         started: float,
     ) -> None:

@@ -43,12 +43,13 @@ _UPSERT_CHECKPOINT = text(
 )
 _UPSERT_BASELINES = text(
     """
-    INSERT INTO triage_baselines (group_id, key, mean, var, n, closed_ms)
-    SELECT :g, k, m, v, n, c
+    INSERT INTO triage_baselines (group_id, key, mean, var, n, closed_ms, recur)
+    SELECT :g, k, m, v, n, c, r
     FROM unnest(CAST(:keys AS text[]), CAST(:means AS float8[]), CAST(:vars AS float8[]),
-                CAST(:ns AS int[]), CAST(:closed AS bigint[])) AS t(k, m, v, n, c)
+                CAST(:ns AS int[]), CAST(:closed AS bigint[]), CAST(:recur AS text[])) AS t(k, m, v, n, c, r)
     ON CONFLICT (group_id, key) DO UPDATE
-    SET mean = EXCLUDED.mean, var = EXCLUDED.var, n = EXCLUDED.n, closed_ms = EXCLUDED.closed_ms
+    SET mean = EXCLUDED.mean, var = EXCLUDED.var, n = EXCLUDED.n, closed_ms = EXCLUDED.closed_ms,
+        recur = EXCLUDED.recur
     """
 )
 
@@ -113,6 +114,7 @@ class TriageStore:
                         "vars": [evicted[k][1] for k in keys],
                         "ns": [evicted[k][2] for k in keys],
                         "closed": [evicted[k][3] for k in keys],
+                        "recur": [_recur_text(evicted[k]) for k in keys],
                     },
                 )
             for p, cp in checkpoints.items():
@@ -141,12 +143,13 @@ class TriageStore:
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 text(
-                    "SELECT key, mean, var, n, closed_ms FROM triage_baselines "
+                    "SELECT key, mean, var, n, closed_ms, recur FROM triage_baselines "
                     "WHERE group_id = :g AND key = ANY(CAST(:ks AS text[]))"
                 ),
                 {"g": self._group, "ks": list(wanted)},
             )
-            found.update((wanted[k], (m, v, n, c)) for k, m, v, n, c in rows)
+            found.update((wanted[k], (m, v, n, c, orjson.loads(r) if r is not None else None))
+                         for k, m, v, n, c, r in rows)
             return found
 
     async def forget(self, older_than_ms: int) -> int:
@@ -163,3 +166,7 @@ class TriageStore:
         async with self._engine.begin() as conn:
             await conn.execute(text("DELETE FROM triage_checkpoints WHERE group_id = :g"), {"g": self._group})
             await conn.execute(text("DELETE FROM triage_baselines WHERE group_id = :g"), {"g": self._group})
+
+
+def _recur_text(row: BaselineRow) -> str | None:
+    return orjson.dumps(row[4]).decode() if row[4] is not None else None

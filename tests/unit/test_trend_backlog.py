@@ -63,18 +63,19 @@ def aged(rows: dict[tuple[str, ...], BaselineRow], to: dict[tuple[str, ...], Bas
     at the end of a jump of the clock, this one evicts at the step it went idle; the quiet
     windows between are applied when it comes back, so the two rows are the same key."""
     out = {}
-    for k, (mean, var, n, closed) in rows.items():
+    for k, (mean, var, n, closed, *rest) in rows.items():
         base = Baseline(mean, var, n)
         later = to.get(k, (0, 0, 0, closed))[3]
         base.observe_zeros(max(0, later - closed) // CFG.hop_ms, CFG.alpha)
-        out[k] = (*base.dump(), max(closed, later))
+        out[k] = (*base.dump(), max(closed, later), *rest)
     return out
 
 
 def close(a: dict[Any, tuple[Any, ...]], b: dict[Any, tuple[Any, ...]]) -> bool:
     """The same keys, their (mean, var, n[, closed]) equal up to floating-point rounding."""
     return a.keys() == b.keys() and all(
-        len(a[k]) == len(b[k]) and all(x == pytest.approx(y, rel=1e-9, abs=1e-12) for x, y in zip(a[k], b[k], strict=True))
+        len(a[k]) == len(b[k]) and all(x == y if y is None else x == pytest.approx(y, rel=1e-9, abs=1e-12)
+                                       for x, y in zip(a[k], b[k], strict=True))
         for k in a)
 
 
