@@ -97,10 +97,9 @@ class Settings(BaseSettings):
     spike_max_dispersion: float = Field(
         16.0, ge=0, description="Cap of the tail test's over-dispersion (var - mean) / mean**2."
     )
-    spike_recur_half_life_s: float = Field(
-        86_400.0, ge=0, description="Half-life of each stream key's day-long memory of how often its windows "
-        "stand out and by how much (a spike's too); after 6 h, a multiple of its baseline it reaches in 1.5% of "
-        "its windows is usual for it: it opens only at 1.5 times that, so recurring bursts stop paging. 0: off."
+    spike_recur_horizon_s: int = Field(
+        86_400, ge=0, description="Bursts that recur: once a stream key has had 3 episodes of unusual windows "
+        "within this long, it opens only past 1.25x the third-highest of their peaks. 0: off."
     )
     progress_every_s: int = Field(
         60, ge=0, description="An open spike's chart and last-seen go to the notifier at most this often "

@@ -115,7 +115,7 @@ def reports_of(series: Series, *, scale: float, category: str, viewers: int | No
         span = max(1, int(step.total_seconds() * 1000))
         for at in sorted(t0 + int(rng.random() * span) for _ in range(k)):
             n += 1
-            rep = {
+            rep: dict[str, object] = {
                 "report_id": hashlib.blake2b(f"{series.stream_id}:{n}".encode(), digest_size=12).hexdigest(),
                 "stream_id": series.stream_id,
                 "reported_at": datetime.fromtimestamp(at / 1000, UTC).isoformat().replace("+00:00", "Z"),

@@ -39,7 +39,13 @@ from typing import Any
 from services.triage.baseline import Baseline, alpha_for_half_life, log10_sf, tail_threshold
 from services.triage.population import Population
 from services.triage.recurrence import Recurrence
-from services.triage.scoring import ScoringConfig, SpikeScore, best_spike_score, severity_for, spike_score
+from services.triage.scoring import (
+    ScoringConfig,
+    SpikeScore,
+    best_spike_score,
+    severity_for,
+    spike_score,
+)
 from services.triage.tally import Tally, window_stats
 
 # mean, var, n, closed_through_ms, the recurrence memory's dump (None: none)
@@ -109,13 +115,16 @@ class DetectorConfig:
     # the tail test's over-dispersion (var - mean) / mean**2, learned (and shrunk, above), is at
     # most this; real count series measure 0.2..2 between 5-minute buckets
     max_dispersion: float = 16.0
-    # a day-long memory of how often each stream key's windows stand out, and by how much
-    # (recurrence.py; half-life recur_half_life_s, 0: off): once it holds recur_min_hours, a
-    # multiple of its baseline that the key reaches in recur_share of its windows or more is
-    # usual for it, and it opens only above it (bursts that recur all day stop paging)
-    recur_half_life_s: float = 86_400.0
-    recur_min_hours: float = 6.0
-    recur_share: float = 0.015
+    # bursts that recur (recurrence.py): once a stream key has had recur_episodes episodes
+    # of unusual windows within recur_horizon_s (0: off), it opens only past recur_margin
+    # times the recur_episodes-th highest of their peaks, on a minute's evidence or more
+    recur_horizon_s: int = 86_400
+    recur_episodes: int = 3
+    recur_margin: float = 1.25
+    # ... an episode being a run of windows of min_volume or more, ratio_open times the baseline and past
+    # its 10**-recur_log10_p tail (noise alone makes one about every 10**recur_log10_p windows:
+    # at 4, a day of a correct model's noise holds about one, three are a pattern)
+    recur_log10_p: float = 4.0
     # an open spike's closed windows go to the notifier (its chart, its "last seen") at most
     # once per this many seconds, sooner when the window's count crosses a power of two; each
     # carries every pane since the last one, so the chart misses nothing (9 in 10 signals
@@ -132,8 +141,8 @@ class DetectorConfig:
             raise ValueError("open_log10_p must be > 0")
         if self.grace_s < 0:
             raise ValueError("grace_s must be >= 0")
-        if self.recur_half_life_s < 0 or self.recur_min_hours < 0 or not 0 < self.recur_share <= 1:
-            raise ValueError("recur_half_life_s and recur_min_hours must be >= 0, recur_share in (0, 1]")
+        if self.recur_horizon_s < 0 or self.recur_episodes < 1 or self.recur_margin < 1:
+            raise ValueError("recur_horizon_s must be >= 0, recur_episodes >= 1, recur_margin >= 1")
         if self.max_dispersion < 0 or self.dispersion_prior_windows < 0:
             raise ValueError("max_dispersion and dispersion_prior_windows must be >= 0")
 
@@ -326,9 +335,8 @@ class KeyedDetector:
         self._idle_exp: dict[tuple[str, bool], list[float]] = {}
         self._swept = 0
         self._alpha = cfg.alpha
-        self._recur_alpha = alpha_for_half_life(cfg.recur_half_life_s, cfg.hop_s) if (
-            early and cfg.recur_half_life_s > 0) else 0.0
-        self._recur_min_n = cfg.recur_min_hours * 3600 / cfg.hop_s
+        self._recur_on = early and cfg.recur_horizon_s > 0
+        self._recur_ms = cfg.recur_horizon_s * 1000
         self._hop = cfg.hop_ms  # plain attributes: this is read for every report
         self._window_ms = cfg.window_ms
         # early test: (window ms, its length in window_s units, tail bound) per window length
@@ -419,10 +427,8 @@ class KeyedDetector:
     def _settle(self, ks: KeyState, through: int) -> None:
         """Apply an idle key's owed quiet windows, through the window ending at ``through``."""
         if ks.zfrom and ks.zfrom <= through:
-            zeros = (through - ks.zfrom) // self._hop + 1
-            ks.base.observe_zeros(zeros, self._alpha)
-            if self._recur_alpha:
-                ks.recur.observe_quiet(zeros, self._recur_alpha)
+            ks.base.observe_zeros((through - ks.zfrom) // self._hop + 1, self._alpha)
+            ks.recur.observe(0.0, ks.zfrom)
         ks.zfrom = through + self._hop
 
     def _wake(self, key: tuple[str, ...], ks: KeyState) -> None:
@@ -453,10 +459,8 @@ class KeyedDetector:
             base = Baseline(mean, var, n)
             recur = Recurrence.load(row[4]) if len(row) > 4 and row[4] is not None else Recurrence()
             if self.closed_through is not None and closed < self.closed_through:
-                gap = (self.closed_through - closed) // self.cfg.hop_ms
-                base.observe_zeros(gap, self._alpha)
-                if self._recur_alpha:
-                    recur.observe_quiet(gap, self._recur_alpha)
+                base.observe_zeros((self.closed_through - closed) // self.cfg.hop_ms, self._alpha)
+                recur.observe(0.0, closed + self.cfg.hop_ms)
             ks = self.keys[key] = KeyState(base)
             ks.recur = recur
         else:
@@ -590,8 +594,11 @@ class KeyedDetector:
         mean = ref.mean
         phi = self._dispersion(ref)
         extra = cfg.young_extra_log10_p if ks.base.n < cfg.young_windows else 0.0
-        floor = self._open_floor(ks, mean)
+        floor = self._open_floor(ks, mean, end)
         recurring = floor > cfg.ratio_open * mean
+        # a recurring burst's peak is a multiple of the baseline on a busy key (a longer window
+        # scales it), a count on a quiet one (a longer window holds the same burst)
+        counts = recurring and mean < 1.0
         scales = []
         need = 1 << 62
         for wms, frac, lp in self._scales:
@@ -603,7 +610,8 @@ class KeyedDetector:
             # over-dispersion of a shorter window is taken as the window_s one's (the rate's
             # wobble does not average out within it); a longer one is a sum of window_s
             # windows whose wobbles are taken as independent, so its variance adds up
-            thr = max(self.min_volume, math.ceil(floor * frac - 1e-9),
+            thr = max(self.min_volume,
+                      math.ceil(max(cfg.ratio_open * m, floor * (min(frac, 1.0) if counts else frac)) - 1e-9),
                       tail_threshold(m, phi if frac <= 1.0 else phi / frac, lp + extra))
             before_w = prior_at[wms // hop]
             scales.append((wms, before_w, thr))
@@ -760,11 +768,11 @@ class KeyedDetector:
             return min(self.cfg.max_dispersion, (base.var - mean) / (mean * mean))
         return 0.0
 
-    def _open_level(self, base: Baseline, ks: KeyState | None = None) -> float:
+    def _open_level(self, base: Baseline, ks: KeyState | None = None, end: int = 0) -> float:
         """The window_s count that opens a spike on a key with this reference (the chart's band)."""
         cfg = self.cfg
         mean = base.mean
-        floor = self._open_floor(ks, mean) if ks is not None else cfg.ratio_open * mean
+        floor = self._open_floor(ks, mean, end) if ks is not None else cfg.ratio_open * mean
         level = max(float(self.min_volume), floor)
         if self.early and self._scales:
             return max(level, float(tail_threshold(mean, self._dispersion(base), self._open_lp)))
@@ -825,7 +833,7 @@ class KeyedDetector:
             samples=tuple(ks.samples[-SAMPLES:]), viewers=ks.viewers,
             # an opening shows what led up to it (all panes held); later ones add their pane
             rate=self._rate(ks, end, panes or (self._keep_ms // self._hop if kind == "open" else 1)),
-            upper=round(self._open_level(ref, ks), 3), started_ms=ks.surge,
+            upper=round(self._open_level(ref, ks, end), 3), started_ms=ks.surge,
         )
 
     # ---- time ---------------------------------------------------------------------------
@@ -859,7 +867,7 @@ class KeyedDetector:
                     self._settle(ks, last)
                     del idle[key], self.keys[key]
                     self._idle_out(key, ks)
-                    self.evicted[key] = (*ks.base.dump(), last, ks.recur.dump() if ks.recur.n else None)
+                    self.evicted[key] = (*ks.base.dump(), last, ks.recur.dump() if ks.recur else None)
         if self._idle_exp:
             # the idle keys' quiet windows teach the population too (in one sum: they are not
             # visited), or it would learn the rate of keys that just reported, too high
@@ -884,8 +892,7 @@ class KeyedDetector:
                     # key is idle (not visited) until a report wakes it
                     zeros = (last - b) // hop + 1
                     ks.base.observe_zeros(zeros, self._alpha)
-                    if self._recur_alpha:
-                        ks.recur.observe_quiet(zeros, self._recur_alpha)
+                    ks.recur.observe(0.0, b)
                     if self.early:  # (from the next call on, counted with the idle keys)
                         self.population.observe_idle(self.category_of(key), ks.viewers > 0,
                                                      (ks.viewers or 1) * zeros, zeros, last)
@@ -919,38 +926,38 @@ class KeyedDetector:
                 b += hop
             if not ks.in_spike and not ks.panes and ks.last_ms < evict_before:
                 del self.keys[key]
-                self.evicted[key] = (*ks.base.dump(), last, ks.recur.dump() if ks.recur.n else None)
+                self.evicted[key] = (*ks.base.dump(), last, ks.recur.dump() if ks.recur else None)
 
-    def _learn_recurrence(self, ks: KeyState, eff: int) -> None:
-        """Teach the day-long memory one window: how many times the 1 h baseline it is, if
-        unusual under it (past its 1% tail), else 0. Only a key with history of its own has
+    def _learn_recurrence(self, ks: KeyState, eff: int, end: int) -> None:
+        """Show the episode memory one window: how many times the 1 h baseline it is, if
+        unusual under it (past its 10**-recur_log10_p tail, and by ratio_open), else 0. Only a key with history of its own has
         a baseline to measure by; a spike's windows count (against the frozen baseline)."""
         base = ks.base
         ratio = 0.0
-        if base.n >= self.cfg.young_windows and eff > base.mean:
-            if eff >= tail_threshold(base.mean, self._dispersion(base), self.cfg.learn_clip_log10_p):
+        cfg = self.cfg
+        # (and at least min_volume: a quiet key's stray reports, or a brigade's, are no episode)
+        if base.n >= cfg.young_windows and eff >= max(self.min_volume, cfg.ratio_open * base.mean):
+            if eff >= tail_threshold(base.mean, self._dispersion(base), cfg.recur_log10_p):
                 ratio = eff / max(base.mean, 1.0)
-        elif base.n < self.cfg.young_windows:
+        elif base.n < cfg.young_windows:
             return
-        ks.recur.observe(ratio, self._recur_alpha)
+        ks.recur.observe(ratio, end)
 
-    def _usual(self, ks: KeyState) -> float:
-        """The multiple (of its reference mean, or of one report if that is less) a key must
-        pass to open because it reaches less every day (0: none, see recurrence.py)."""
-        if not self._recur_alpha:
-            return 0.0
-        return ks.recur.usual(self._recur_min_n, self.cfg.recur_share)
-
-    def _open_floor(self, ks: KeyState, mean: float) -> float:
-        """The least window_s count that can open: ratio_open times the mean, and past what
-        the key reaches every day."""
-        return max(self.cfg.ratio_open * mean, self._usual(ks) * max(mean, 1.0))
+    def _open_floor(self, ks: KeyState, mean: float, end: int) -> float:
+        """The least window_s count that can open: ratio_open times the mean, and past the
+        bursts that recur on the key (recurrence.py)."""
+        cfg = self.cfg
+        floor = cfg.ratio_open * mean
+        if self._recur_on and ks.recur:
+            usual = ks.recur.usual(end, self._recur_ms, cfg.recur_episodes)
+            floor = max(floor, cfg.recur_margin * usual * max(mean, 1.0))
+        return floor
 
     def _close_window(self, key: tuple[str, ...], ks: KeyState, end: int) -> Iterator[Decision]:
         cfg = self.cfg
         raw, distinct, eff = self._window(ks, end)
-        if self._recur_alpha and self.start is not None and end - self.start >= self._window_ms:
-            self._learn_recurrence(ks, eff)
+        if self._recur_on and self.start is not None and end - self.start >= self._window_ms:
+            self._learn_recurrence(ks, eff, end)
         if not self.early and not ks.in_spike and end > ks.opened_end:
             d = self._test(key, ks, end, end)
             if d is not None:

@@ -1,68 +1,64 @@
-"""What a stream key does every day: how often its windows stand out, remembered for a day. Pure.
+"""Bursts that recur on a key: the peaks of its recent episodes of unusual windows. Pure.
 
 A key's 1 h baseline is frozen while it is in a spike, so a surge is never learned as normal;
 but a key whose bursts recur (real count data: a burst every few hours, several times its
-median) then calls each one new, and pages for each. ``Recurrence`` keeps, for a grid of
-multiples of the baseline, the share of the key's windows that were unusual (past their 1%
-tail under the 1 h baseline) *and* at least that multiple (of the baseline, or of one report
-for a key whose baseline is under one: a silent key's recurring bursts are counts), as a
-day-long EWMA that learns
-from every window, a spike's included. The multiple the key reaches in more than a few
-percent of its day is not news: the detector opens only at half as much again (``usual``).
-A single real surge of ten minutes is 1% of a day, below the share, so it does not make the
-next one usual; bursts that recur all day are.
+median) then calls each one new, and pages for each. ``Recurrence`` remembers the key's
+recent **episodes**: runs of windows that were unusual under the 1 h baseline (past its 1%
+tail), each with its peak multiple of that baseline (of one report, for a key whose baseline
+is under one: a silent key's bursts are counts). An episode is counted whether or not it
+opened a spike, so a pattern the detector stopped paging for stays known.
+
+One burst is news, and so is a second; a third within the horizon (a day) makes a pattern:
+``usual`` is then the third-highest recent peak, and the key opens only past it (times a
+margin), so a burst bigger than all but two of the day's still pages and the fourth of the
+same size does not. A real surge is one episode however long it lasts.
 """
 
 from __future__ import annotations
 
-RATIOS = (2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0, 192.0, 256.0)
+from typing import Any
+
+MAX_EPISODES = 12
 
 
 class Recurrence:
-    __slots__ = ("n", "share")
+    __slots__ = ("episodes", "peak", "since")
 
-    def __init__(self, n: int = 0, share: list[float] | None = None) -> None:
-        self.n = n
-        self.share = share if share is not None else [0.0] * len(RATIOS)
+    def __init__(self, peak: float = 0.0, since: int = 0,
+                 episodes: list[tuple[int, float]] | None = None) -> None:
+        self.peak = peak  # the open episode's peak multiple (0: none open)
+        self.since = since  # window end at which it began
+        self.episodes = episodes if episodes is not None else []  # (end ms, peak), oldest first
 
-    def observe(self, ratio: float, alpha: float) -> None:
-        """One window, ``ratio`` times the baseline if unusual (0 if not)."""
-        a = max(alpha, 1.0 / (self.n + 1))
-        share = self.share
-        for i, r in enumerate(RATIOS):
-            share[i] += a * ((1.0 if ratio >= r else 0.0) - share[i])
-        self.n += 1
+    def observe(self, ratio: float, end_ms: int) -> None:
+        """One window ending at ``end_ms``: ``ratio`` times the baseline if unusual, else 0."""
+        if ratio > 0.0:
+            if self.peak == 0.0:
+                self.since = end_ms
+            self.peak = max(self.peak, ratio)
+        elif self.peak:
+            self.episodes.append((end_ms, self.peak))
+            if len(self.episodes) > MAX_EPISODES:
+                del self.episodes[0]
+            self.peak = 0.0
 
-    def observe_quiet(self, m: int, alpha: float) -> None:
-        """``m`` ordinary windows in a row, in closed form (running average, then EWMA)."""
-        if m <= 0:
-            return
-        k = min(m, max(0, int(1.0 / alpha) - self.n))  # while the weight is 1 / (n + 1)
-        f = self.n / (self.n + k) if k else 1.0
-        m -= k
-        self.n += k
-        if m > 0:
-            f *= (1.0 - alpha) ** m
-            self.n += m
-        self.share = [s * f for s in self.share]
-
-    def usual(self, min_n: float, share: float, margin: float = 1.5) -> float:
-        """``margin`` times the highest grid multiple the key reaches (while unusual) in at
-        least ``share`` of its windows: the bar its next opening must pass; 0 if none, or
-        until it has ``min_n`` windows (nothing is usual yet)."""
-        if self.n < min_n:
+    def usual(self, now_ms: int, horizon_ms: int, episodes: int) -> float:
+        """The ``episodes``-th highest peak among episodes that ended within ``horizon_ms``;
+        0 if there were fewer. (An episode still going on is not one of them: a burst must
+        not raise its own bar.)"""
+        peaks = [p for t, p in self.episodes if t > now_ms - horizon_ms]
+        if len(peaks) < episodes:
             return 0.0
-        top = 0.0
-        for r, s in zip(RATIOS, self.share, strict=True):
-            if s < share:
-                break
-            top = r
-        return top * margin
+        peaks.sort(reverse=True)
+        return peaks[episodes - 1]
 
-    def dump(self) -> list[object]:
-        return [self.n, list(self.share)]
+    def dump(self) -> list[Any]:
+        return [self.peak, self.since, [list(e) for e in self.episodes]]
 
     @classmethod
-    def load(cls, d: list[object]) -> Recurrence:
-        n, share = d
-        return cls(int(n), [float(s) for s in share])  # type: ignore[arg-type, union-attr]
+    def load(cls, d: list[Any]) -> Recurrence:
+        peak, since, eps = d
+        return cls(float(peak), int(since), [(int(t), float(p)) for t, p in eps])
+
+    def __bool__(self) -> bool:
+        return bool(self.peak or self.episodes)

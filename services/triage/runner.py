@@ -100,7 +100,7 @@ def detector_config(s: Settings) -> DetectorConfig:
         open_log10_p=s.spike_open_log10_p,
         budget_exponent=s.spike_budget_exponent,
         max_dispersion=s.spike_max_dispersion,
-        recur_half_life_s=s.spike_recur_half_life_s,
+        recur_horizon_s=s.spike_recur_horizon_s,
         progress_every_s=s.progress_every_s,
         scoring=ScoringConfig(critical_score=s.critical_score, severity_thresholds=s.severity_thresholds),
     )

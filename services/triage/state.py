@@ -169,4 +169,4 @@ class TriageStore:
 
 
 def _recur_text(row: BaselineRow) -> str | None:
-    return orjson.dumps(row[4]).decode() if row[4] is not None else None
+    return orjson.dumps(row[4]).decode() if len(row) > 4 and row[4] is not None else None

@@ -256,7 +256,7 @@ async def test_evicted_baselines_are_found_while_their_checkpoint_is_being_writt
 
     s = make_settings("127.0.0.1:1", database_url)
     key = ("stream-9", "violence")
-    row = (3.5, 4.25, 40, T0)
+    row = (3.5, 4.25, 40, T0, [0.0, 0, [[T0 - 7200_000, 4.0], [T0 - 3600_000, 6.5]]])  # with its episodes
     async with open_engine(s) as engine:
         store = TriageStore(engine, "g-unsaved")
         store.maybe_has_rows = False  # a fresh group: lookups are skipped ...
@@ -269,8 +269,8 @@ async def test_evicted_baselines_are_found_while_their_checkpoint_is_being_writt
         await store.save("t", {0: Checkpoint(7, orjson.dumps({"x": 1}), None)}, {key: row})
         async with engine.connect() as conn:
             got = (await conn.execute(sa.text(
-                "SELECT mean, var, n, closed_ms FROM triage_baselines WHERE group_id = 'g-unsaved'"))).one()
-        assert tuple(got) == row
+                "SELECT mean, var, n, closed_ms, recur FROM triage_baselines WHERE group_id = 'g-unsaved'"))).one()
+        assert (*got[:4], orjson.loads(got[4])) == row
         assert await store.baselines([key]) == {key: row}
         assert (await store.load("t", [0]))[0].snapshot == {"x": 1}
 

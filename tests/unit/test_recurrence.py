@@ -1,42 +1,43 @@
-"""Recurrence: the day-long share of a key's windows that stood out, by multiple."""
+"""Recurrence: the peaks of a key's recent episodes of unusual windows."""
 
 from __future__ import annotations
 
-import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from services.triage.recurrence import MAX_EPISODES, Recurrence
 
-from services.triage.baseline import alpha_for_half_life
-from services.triage.recurrence import RATIOS, Recurrence
-
-ALPHA = alpha_for_half_life(86_400, 10)
+H = 3_600_000
+DAY = 24 * H
 
 
-@given(st.lists(st.floats(0, 60), max_size=40), st.integers(0, 30_000), st.integers(0, 200))
-def test_quiet_windows_in_closed_form_match_one_at_a_time(before: list[float], quiet: int, n0: int) -> None:
-    a, b = Recurrence(), Recurrence()
-    for r in before:
-        a.observe(r, ALPHA)
-        b.observe(r, ALPHA)
-    a.observe_quiet(quiet, ALPHA)
-    for _ in range(quiet):
-        b.observe(0.0, ALPHA)
-    assert a.n == b.n
-    assert a.share == pytest.approx(b.share, rel=1e-6, abs=1e-12)
+def burst(r: Recurrence, at: int, peak: float, windows: int = 6) -> None:
+    for i in range(windows):
+        r.observe(peak if i == windows // 2 else peak / 2, at + i * 10_000)
+    r.observe(0.0, at + windows * 10_000)
 
 
-def test_a_multiple_reached_often_is_usual_and_the_bar_is_half_as_much_again() -> None:
+def test_one_or_two_bursts_are_news_a_third_makes_a_pattern() -> None:
     r = Recurrence()
-    for i in range(10_000):
-        r.observe(5.0 if i % 20 == 0 else 0.0, ALPHA)  # 5% of windows at 5x
-    assert r.usual(min_n=2160, share=0.015) == pytest.approx(1.5 * 5.0)
-    assert r.usual(min_n=20_000, share=0.015) == 0.0  # not enough history yet
+    burst(r, 0, 5.0)
+    burst(r, 4 * H, 8.0)
+    assert r.usual(5 * H, DAY, 3) == 0.0
+    burst(r, 8 * H, 6.0)
+    assert r.usual(9 * H, DAY, 3) == 5.0  # the third-highest: a bigger burst still opens
+    assert r.usual(DAY + 5 * 60_000, DAY, 3) == 0.0  # the first has aged out of the day
 
 
-def test_one_ten_minute_surge_in_a_day_is_not_usual() -> None:
+def test_a_long_surge_is_one_episode_and_an_open_one_does_not_raise_its_own_bar() -> None:
     r = Recurrence()
-    r.observe_quiet(8640, ALPHA)  # a quiet day of 10 s hops
-    for _ in range(66):  # ten minutes at 20x, and the minute its window trails
-        r.observe(20.0, ALPHA)
-    assert r.usual(min_n=2160, share=0.015) == 0.0
-    assert Recurrence.load(r.dump()).share == r.share and len(r.share) == len(RATIOS)
+    burst(r, 0, 4.0)
+    burst(r, H, 4.0)
+    for i in range(360):  # an hour of surge, still going on
+        r.observe(20.0, 2 * H + i * 10_000)
+    assert len(r.episodes) == 2 and r.usual(3 * H, DAY, 3) == 0.0
+    r.observe(0.0, 3 * H)
+    assert r.usual(3 * H, DAY, 3) == 4.0
+
+
+def test_memory_is_bounded_and_round_trips() -> None:
+    r = Recurrence()
+    for i in range(MAX_EPISODES + 5):
+        burst(r, i * H, float(i + 3))
+    assert len(r.episodes) == MAX_EPISODES
+    assert Recurrence.load(r.dump()).dump() == r.dump() and bool(r) and not Recurrence()
