@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 import uuid
 from collections import Counter
@@ -68,6 +70,10 @@ def _resolve(path: Path, nab_dir: Path | None) -> Path:
 
 
 async def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
+    if "LIVETRIAGE_LOG_LEVEL" not in os.environ:
+        # months of traffic log an incident a line: the table is the output (set the level
+        # to see them)
+        logging.getLogger().setLevel(logging.WARNING)
     run = uuid.uuid4().hex[:8]
     labels_path = args.labels or (args.nab / "labels" / "combined_windows.json" if args.nab else None)
     windows = nab.load_windows(labels_path) if labels_path else {}
