@@ -600,12 +600,11 @@ def score(tr: Traffic, emitted: list[Emitted], warmup_ms: int, res: Results) -> 
                 hit = lab
                 break
         first10 = ms(s.observed_at) - T0_MS <= warmup_ms + 600_000
-        if hit is None or (hit.kind == "burst" and hit.mult < EXTREME_BURST):
+        is_false = hit is None or (hit.kind == "burst" and hit.mult < EXTREME_BURST)
+        if is_false:
             res.false_stream_incidents_first_10_min += first10
-        outcome[s.signal_id] = (
-            "false" if hit is None or (hit.kind == "burst" and hit.mult < EXTREME_BURST)
-            else "extreme burst" if hit.kind == "burst" else hit.kind if hit.kind == "brigade"
-            else "true")
+        outcome[s.signal_id] = ("false" if is_false or hit is None else "extreme burst" if hit.kind == "burst"
+                                else "brigade" if hit.kind == "brigade" else "true")
         if hit is not None:
             opened_on[s.signal_id] = hit
         if hit is None:

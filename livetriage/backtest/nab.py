@@ -154,12 +154,14 @@ def load_published(results_dir: Path, windows: dict[str, Windows],
     detector -> profile -> series -> FileScore (raw from the CSV, null/perfect from the labels;
     NAB's per-row TP/FN columns are not window counts, so tp/fn here are -1)."""
     out: dict[str, dict[str, dict[str, FileScore]]] = {}
+    profiles = list(profiles)
+    nulls_of = {prof: _null_scores(Path(results_dir), prof) for prof in profiles}
     for det_dir in sorted(p for p in Path(results_dir).iterdir() if p.is_dir()):
         for prof in profiles:
             path = det_dir / f"{det_dir.name}_{prof}_scores.csv"
             if not path.exists():
                 continue
-            nulls = _null_scores(Path(results_dir), prof)
+            nulls = nulls_of[prof]
             with path.open() as fh:
                 for row in csv.DictReader(fh):
                     name = row["File"]

@@ -271,6 +271,11 @@ class KeyState:
         return ks
 
 
+def _evicted_row(ks: KeyState, closed_through: int) -> BaselineRow:
+    """What an evicted key leaves for the store: its baseline and its burst memory."""
+    return (*ks.base.dump(), closed_through, ks.recur.dump() if ks.recur else None)
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """A spike opened, rose in severity, or ended — raw material for a Signal."""
@@ -457,6 +462,7 @@ class KeyedDetector:
         if row is not None:
             mean, var, n, closed = row[:4]
             base = Baseline(mean, var, n)
+            # (a row of four is from before the burst memory: it has none)
             recur = Recurrence.load(row[4]) if len(row) > 4 and row[4] is not None else Recurrence()
             if self.closed_through is not None and closed < self.closed_through:
                 base.observe_zeros((self.closed_through - closed) // self.cfg.hop_ms, self._alpha)
@@ -867,7 +873,7 @@ class KeyedDetector:
                     self._settle(ks, last)
                     del idle[key], self.keys[key]
                     self._idle_out(key, ks)
-                    self.evicted[key] = (*ks.base.dump(), last, ks.recur.dump() if ks.recur else None)
+                    self.evicted[key] = _evicted_row(ks, last)
         if self._idle_exp:
             # the idle keys' quiet windows teach the population too (in one sum: they are not
             # visited), or it would learn the rate of keys that just reported, too high
@@ -926,21 +932,22 @@ class KeyedDetector:
                 b += hop
             if not ks.in_spike and not ks.panes and ks.last_ms < evict_before:
                 del self.keys[key]
-                self.evicted[key] = (*ks.base.dump(), last, ks.recur.dump() if ks.recur else None)
+                self.evicted[key] = _evicted_row(ks, last)
 
     def _learn_recurrence(self, ks: KeyState, eff: int, end: int) -> None:
-        """Show the episode memory one window: how many times the 1 h baseline it is, if
-        unusual under it (past its 10**-recur_log10_p tail, and by ratio_open), else 0. Only a key with history of its own has
-        a baseline to measure by; a spike's windows count (against the frozen baseline)."""
+        """Show the episode memory one window: how many times the 1 h baseline it is if
+        unusual (min_volume or more, ratio_open times the baseline, past its
+        10**-recur_log10_p tail: a quiet key's stray reports, or a brigade's, are no episode),
+        else 0. Only a key with history of its own has a baseline to measure by; a spike's
+        windows count (against the frozen baseline)."""
         base = ks.base
-        ratio = 0.0
         cfg = self.cfg
-        # (and at least min_volume: a quiet key's stray reports, or a brigade's, are no episode)
-        if base.n >= cfg.young_windows and eff >= max(self.min_volume, cfg.ratio_open * base.mean):
-            if eff >= tail_threshold(base.mean, self._dispersion(base), cfg.recur_log10_p):
-                ratio = eff / max(base.mean, 1.0)
-        elif base.n < cfg.young_windows:
+        if base.n < cfg.young_windows:
             return
+        ratio = 0.0
+        if (eff >= max(self.min_volume, cfg.ratio_open * base.mean)
+                and eff >= tail_threshold(base.mean, self._dispersion(base), cfg.recur_log10_p)):
+            ratio = eff / max(base.mean, 1.0)
         ks.recur.observe(ratio, end)
 
     def _open_floor(self, ks: KeyState, mean: float, end: int) -> float:

@@ -3,8 +3,8 @@
 A key's 1 h baseline is frozen while it is in a spike, so a surge is never learned as normal;
 but a key whose bursts recur (real count data: a burst every few hours, several times its
 median) then calls each one new, and pages for each. ``Recurrence`` remembers the key's
-recent **episodes**: runs of windows that were unusual under the 1 h baseline (past its 1%
-tail), each with its peak multiple of that baseline (of one report, for a key whose baseline
+recent **episodes**: runs of windows that were unusual under the 1 h baseline (the detector
+decides which: see ``KeyedDetector._learn_recurrence``), each with its peak multiple of that baseline (of one report, for a key whose baseline
 is under one: a silent key's bursts are counts). An episode is counted whether or not it
 opened a spike, so a pattern the detector stopped paging for stays known.
 
@@ -22,19 +22,15 @@ MAX_EPISODES = 12
 
 
 class Recurrence:
-    __slots__ = ("episodes", "peak", "since")
+    __slots__ = ("episodes", "peak")
 
-    def __init__(self, peak: float = 0.0, since: int = 0,
-                 episodes: list[tuple[int, float]] | None = None) -> None:
+    def __init__(self, peak: float = 0.0, episodes: list[tuple[int, float]] | None = None) -> None:
         self.peak = peak  # the open episode's peak multiple (0: none open)
-        self.since = since  # window end at which it began
         self.episodes = episodes if episodes is not None else []  # (end ms, peak), oldest first
 
     def observe(self, ratio: float, end_ms: int) -> None:
         """One window ending at ``end_ms``: ``ratio`` times the baseline if unusual, else 0."""
         if ratio > 0.0:
-            if self.peak == 0.0:
-                self.since = end_ms
             self.peak = max(self.peak, ratio)
         elif self.peak:
             self.episodes.append((end_ms, self.peak))
@@ -53,12 +49,12 @@ class Recurrence:
         return peaks[episodes - 1]
 
     def dump(self) -> list[Any]:
-        return [self.peak, self.since, [list(e) for e in self.episodes]]
+        return [self.peak, [list(e) for e in self.episodes]]
 
     @classmethod
     def load(cls, d: list[Any]) -> Recurrence:
-        peak, since, eps = d
-        return cls(float(peak), int(since), [(int(t), float(p)) for t, p in eps])
+        peak, eps = d
+        return cls(float(peak), [(int(t), float(p)) for t, p in eps])
 
     def __bool__(self) -> bool:
         return bool(self.peak or self.episodes)

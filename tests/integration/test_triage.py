@@ -256,7 +256,7 @@ async def test_evicted_baselines_are_found_while_their_checkpoint_is_being_writt
 
     s = make_settings("127.0.0.1:1", database_url)
     key = ("stream-9", "violence")
-    row = (3.5, 4.25, 40, T0, [0.0, 0, [[T0 - 7200_000, 4.0], [T0 - 3600_000, 6.5]]])  # with its episodes
+    row = (3.5, 4.25, 40, T0, [0.0, [[T0 - 7200_000, 4.0], [T0 - 3600_000, 6.5]]])  # with its episodes
     async with open_engine(s) as engine:
         store = TriageStore(engine, "g-unsaved")
         store.maybe_has_rows = False  # a fresh group: lookups are skipped ...

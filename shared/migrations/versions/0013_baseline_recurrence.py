@@ -1,7 +1,7 @@
-"""Evicted triage baselines keep the key's day-long memory of its recurring bursts.
+"""Evicted triage baselines keep the key's memory of its recurring bursts.
 
-``recur`` is that memory as JSON (recurrence.py: windows seen, share by multiple), NULL for a
-key that had none; rows from before this revision have none and start it again.
+``recur`` is that memory as JSON (recurrence.py: the open episode's peak, the recent episodes'
+end times and peaks), NULL for a key that had none; rows from before this revision have none and start it again.
 
 Revision ID: 0013
 Revises: 0012
