@@ -51,7 +51,7 @@ import orjson
 from bench.pipeline import bench_settings, prepare, throwaway_database
 from bench.procs import (
     Offsets, Receiver, Samples, Services, by_label, fmt_mb, loop_lag_metrics, routing_yaml,
-    running_receiver, running_services, total,
+    instances, of_role, running_receiver, running_services, total,
 )
 from bench.progress import Progress
 from livetriage.embedded import embedded_broker, free_port
@@ -62,7 +62,6 @@ from shared.settings import Settings
 log = logging.getLogger("bench.backlog")
 
 TARGET_RPS = 20_000.0
-ROLES = ("ingest", "triage", "notifier")
 POLL_S = 0.25
 QUIET_S = 3.0  # incidents and pages unchanged this long, everything else drained: done
 STALL_S = 10.0  # a stage with work waiting and no progress this long has stalled
@@ -222,7 +221,7 @@ class PhaseResult:
 
 
 def point(samples: dict[str, Samples]) -> Point:
-    i, t, n = samples.get("ingest", {}), samples.get("triage", {}), samples.get("notifier", {})
+    i, t, n = of_role(samples, "ingest"), of_role(samples, "triage"), of_role(samples, "notifier")
     return Point(
         t=time.monotonic(),
         ingest=total(i, "livetriage_ingest_reports_consumed_total"),
@@ -340,7 +339,7 @@ async def collect(res: PhaseResult, db_url: str, receiver: Receiver, services: S
             continue
         res.pages[(req.path.strip("/"), dedup, parts[1])] += 1
     last = services.last
-    t = last.get("triage", {})
+    t = of_role(last, "triage")
     res.checkpoints = by_label(t, "livetriage_triage_checkpoint_seconds_count", "stage")
     res.rewinds = by_label(t, "livetriage_triage_rewinds_total", "stage")
     res.late = by_label(t, "livetriage_triage_reports_late_total", "stage")
@@ -412,7 +411,8 @@ async def run_phase(name: str, traffic: Traffic, args: argparse.Namespace, expec
             res.publish_s = time.perf_counter() - t
             say(f"published {res.sent:,} records in {res.publish_s:.1f}s; starting services")
 
-        services = await stack.enter_async_context(running_services(settings, ROLES, tmp, **extra))
+        roles = ["ingest", *instances("triage", args.triage_instances), "notifier"]
+        services = await stack.enter_async_context(running_services(settings, roles, tmp, **extra))
         conn = await asyncpg.connect(db_url)
         stack.push_async_callback(conn.close)
         watch = Watch(services, settings, offsets, db_url, receiver)
@@ -512,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=10.0, help="mean reports/s of event time (default 10)")
     p.add_argument("--surges", type=int, default=8, help="stream spikes injected (default 8)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--triage-instances", type=int, default=2,
+                   help="triage processes in one consumer group, as production scales out (default 2)")
     p.add_argument("--chunk-s", type=float, default=None,
                    help="phase B publishes this many event seconds at a time (default span/240)")
     p.add_argument("--idle-flush-s", type=float, default=None,
@@ -535,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     gen_s = time.perf_counter() - t
     print(f"input: {args.hours:g} h of event time ({traffic.start:%Y-%m-%d %H:%M} .. {end:%H:%M} UTC), "
           f"{args.keys:,} keys (Zipf), mean {args.rate:g} reports/s, daily cycle ±{DAILY_AMPLITUDE:.0%}, "
-          f"seed {args.seed}: {expected:,} records {counts} (generated in {gen_s:.1f}s)")
+          f"seed {args.seed}: {expected:,} records {counts} (generated in {gen_s:.1f}s); "
+          f"{args.triage_instances} triage instance(s)")
     for s in traffic.surges:
         print(f"  surge {s.stream_id} {s.category}: +{s.rate:.1f}/s for {s.duration_s / 60:.1f} min "
               f"at +{s.start_s / 3600:.2f} h")

@@ -50,7 +50,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter
 from sqlalchemy import text
 
-from bench.procs import CpuMeter, by_label, running_services, total
+from bench.procs import CpuMeter, by_label, instances, of_role, running_services, total
 from bench.progress import Progress
 from livetriage.embedded import embedded_broker, embedded_postgres_url, free_port, port_open
 from livetriage.runtime import ROLES, Running, start_services
@@ -377,9 +377,11 @@ async def reference(settings: Settings, n: int, timeout_s: float) -> tuple[float
 
 
 async def pipeline_procs(settings: Settings, n: int, timeout_s: float, res: Results, quiet: bool,
-                         log_dir: Path) -> None:
-    """The three services as separate processes, timed by polling their /metrics."""
-    async with running_services(settings, ROLES, log_dir, log_level="WARNING") as services:
+                         log_dir: Path, triage_instances: int = 1) -> None:
+    """The three services as separate processes (triage as ``triage_instances`` of them, in
+    one consumer group), timed by polling their /metrics."""
+    roles = ["ingest", *instances("triage", triage_instances), "notifier"]
+    async with running_services(settings, roles, log_dir, log_level="WARNING") as services:
         meter = CpuMeter({role: svc.pid for role, svc in services.by_role.items()}, settings.require_kafka())
         meter.start()
         started = time.perf_counter()
@@ -389,7 +391,7 @@ async def pipeline_procs(settings: Settings, n: int, timeout_s: float, res: Resu
         while True:
             samples = await services.scrape_all()
             now = time.perf_counter()
-            i, t, nt = samples["ingest"], samples["triage"], samples["notifier"]
+            i, t, nt = of_role(samples, "ingest"), of_role(samples, "triage"), of_role(samples, "notifier")
             consumed = total(i, "livetriage_ingest_reports_consumed_total")
             published = total(i, "livetriage_ingest_reports_published_total")
             triaged = total(t, "livetriage_triage_records_consumed_total", stage="streams")
@@ -533,6 +535,10 @@ async def pipeline(settings: Settings, n: int, timeout_s: float, res: Results, q
     async with start_services(settings, ROLES, stop, api=False) as running:
         assert running.ingest and running.triage and running.notifier
         tasks = running.tasks
+        # one process runs every service (and this bench's polling: "up" and "bench" are the
+        # same process, and only "up" counts towards the cost)
+        meter = CpuMeter({"up": os.getpid()}, settings.require_kafka())
+        meter.start()
         started = time.perf_counter()
         t0: float | None = None
         t_ingest = t_triage = None
@@ -540,6 +546,7 @@ async def pipeline(settings: Settings, n: int, timeout_s: float, res: Results, q
         while True:
             now = time.perf_counter()
             s = snapshot(running)
+            consumed = s.consumed
             if t0 is None and s.consumed > 0:
                 # consumed is counted when a batch is done: the first record was fetched
                 # the handling time of the batches done so far earlier (<= 50 ms poll lag).
@@ -637,13 +644,14 @@ async def run(args: argparse.Namespace) -> Results:
         say("floor: a relay process that does nothing, and the reference count behind it ...")
         await floor(settings, n, timeout_s, res)
 
-        say(f"pipeline: ingest + triage + notifier ({'3 processes' if args.mode == 'procs' else 'one process'}) ...")
+        procs = f"{2 + args.triage_instances} processes"
+        say(f"pipeline: ingest + triage + notifier ({procs if args.mode == 'procs' else 'one process'}) ...")
         prof = cProfile.Profile() if args.profile else None
         if prof:
             prof.enable()
         try:
             if args.mode == "procs":
-                await pipeline_procs(settings, n, timeout_s, res, quiet, logs)
+                await pipeline_procs(settings, n, timeout_s, res, quiet, logs, args.triage_instances)
             else:
                 await pipeline(settings, n, timeout_s, res, quiet)
         finally:
@@ -715,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds each measured phase may take (default max(120, N/500))")
     p.add_argument("--mode", choices=["procs", "inproc"], default="procs",
                    help="procs: ingest, triage, notifier as 3 processes (default); inproc: one process")
+    p.add_argument("--triage-instances", type=int, default=1,
+                   help="with --mode procs: triage processes in one consumer group (default 1)")
     p.add_argument("--json", action="store_true", help="print the results as JSON only")
     p.add_argument("--profile", metavar="FILE", default=None,
                    help="cProfile the pipeline phase into FILE (slows it down; with --mode procs it "

@@ -188,6 +188,22 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
 
 
+def of_role(samples: dict[str, Samples], role: str) -> Samples:
+    """The samples of every instance of ``role`` ("triage", "triage#2", ...), summed: the
+    counters of a service that runs as several instances are the sum of theirs."""
+    out: Samples = {}
+    for name, got in samples.items():
+        if name.split("#", 1)[0] == role:
+            for k, v in got.items():
+                out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def instances(role: str, n: int) -> list[str]:
+    """Role names for ``n`` instances of ``role``: "triage", "triage#2", ..."""
+    return [role] + [f"{role}#{i}" for i in range(2, n + 1)]
+
+
 def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for (n, lab), v in samples.items():
@@ -247,8 +263,9 @@ async def running_services(
     stop_timeout_s: float = 20.0,
     **extra: object,
 ) -> AsyncIterator[Services]:
-    """Start ``livetriage <role>`` for each role as a child process; yield once every one
-    serves /metrics; SIGTERM them (SIGKILL after ``stop_timeout_s``) on exit."""
+    """Start ``livetriage <role>`` for each role as a child process (``role#2`` is a second
+    instance of ``role``, in the same consumer groups); yield once every one serves /metrics;
+    SIGTERM them (SIGKILL after ``stop_timeout_s``) on exit."""
     started: dict[str, Service] = {}
     # no gzip: compressing every scrape costs the services CPU that the benches measure
     http = httpx.AsyncClient(timeout=5.0, headers={"Accept-Encoding": "identity"})
@@ -256,17 +273,18 @@ async def running_services(
         for role in roles:
             port = free_port()
             fields: dict[str, object] = dict(extra)
-            if role == "notifier":
+            command = role.split("#", 1)[0]
+            if command == "notifier":
                 fields["api_port"] = port
                 fields["api_host"] = "127.0.0.1"
                 url = f"http://127.0.0.1:{port}/metrics"
             else:
                 fields["metrics_port"] = port
                 url = f"http://127.0.0.1:{port}/"
-            log_path = log_dir / f"{role}.log"
+            log_path = log_dir / f"{role.replace('#', '-')}.log"
             with open(log_path, "ab") as out:
                 proc = subprocess.Popen(
-                    [*livetriage_command(), role], env=service_env(settings, **fields),
+                    [*livetriage_command(), command], env=service_env(settings, **fields),
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True,  # a Ctrl-C to the bench must not skip our drain
                 )

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
         86_400, ge=0, description="Bursts that recur: once a stream key has had 3 episodes of unusual windows "
         "within this long, it opens only past 1.25x the third-highest of their peaks. 0: off."
     )
+    spike_ramp_window_s: int = Field(
+        1800, ge=0, description="Slow ramps: once a minute, a stream key with 2 h of history opens if its last this "
+        "many seconds hold 2.5x what a baseline with a 6 h half-life expects, past its 1e-7 tail. 0: off."
+    )
     progress_every_s: int = Field(
         60, ge=0, description="An open spike's chart and last-seen go to the notifier at most this often "
         "(sooner when its window count crosses a power of two); each update carries every pane since the last."

@@ -38,6 +38,7 @@ from typing import Any
 
 from services.triage.baseline import Baseline, alpha_for_half_life, log10_sf, tail_threshold
 from services.triage.population import Population
+from services.triage.ramp import Ramp
 from services.triage.recurrence import Recurrence
 from services.triage.scoring import (
     ScoringConfig,
@@ -125,6 +126,15 @@ class DetectorConfig:
     # its 10**-recur_log10_p tail (noise alone makes one about every 10**recur_log10_p windows:
     # at 4, a day of a correct model's noise holds about one, three are a pattern)
     recur_log10_p: float = 4.0
+    # slow ramps (ramp.py): once a minute, a stream key with ramp_history_s of history is asked
+    # whether its last ramp_window_s (0: off) holds ratio_open times what a baseline with a
+    # half-life of ramp_half_life_s expects, past its 10**-ramp_log10_p tail, with
+    # min_reporters distinct reporters in its longest scanned window; such a spike ends
+    # against that slow baseline, not the 1 h one (which has learned the ramp)
+    ramp_window_s: int = 1800
+    ramp_half_life_s: float = 21_600.0
+    ramp_history_s: int = 7200
+    ramp_log10_p: float = 7.0
     # an open spike's closed windows go to the notifier (its chart, its "last seen") at most
     # once per this many seconds, sooner when the window's count crosses a power of two; each
     # carries every pane since the last one, so the chart misses nothing (9 in 10 signals
@@ -143,6 +153,8 @@ class DetectorConfig:
             raise ValueError("grace_s must be >= 0")
         if self.recur_horizon_s < 0 or self.recur_episodes < 1 or self.recur_margin < 1:
             raise ValueError("recur_horizon_s must be >= 0, recur_episodes >= 1, recur_margin >= 1")
+        if self.ramp_window_s < 0 or self.ramp_window_s % self.window_s or self.ramp_half_life_s <= 0:
+            raise ValueError("ramp_window_s must be a multiple of window_s (0: off), ramp_half_life_s > 0")
         if self.max_dispersion < 0 or self.dispersion_prior_windows < 0:
             raise ValueError("max_dispersion and dispersion_prior_windows must be >= 0")
 
@@ -183,7 +195,8 @@ class KeyState:
     __slots__ = ("panes", "base", "in_spike", "opened_end", "tier", "quiet", "last_ms", "viewers",
                  "samples", "peak", "born", "wend", "wraw", "next_raw", "next_end",
                  "gend", "gcur", "gneed", "gprior", "gscales", "gfull", "gpre", "clear_from",
-                 "pend", "pbucket", "zfrom", "blocked", "surge", "recur")
+                 "pend", "pbucket", "zfrom", "blocked", "surge", "recur", "cend", "cstats", "cleave",
+                 "ramp", "long")
 
     def __init__(self, base: Baseline, born: int | None = None) -> None:
         # A new key's baseline learns from the first window holding its data on, however
@@ -194,6 +207,11 @@ class KeyState:
         self.base = base
         # checkpointed, and saved with the evicted baseline: the day-long memory (recurrence.py)
         self.recur = Recurrence()
+        # checkpointed (not saved with an evicted baseline: a key idle for minutes starts its
+        # long view again): the slow baseline and recent whole windows (ramp.py), and whether
+        # the spike was opened by them (it then ends against the slow baseline)
+        self.ramp = Ramp()
+        self.long = False
         self.in_spike = False
         self.opened_end = 0
         self.tier = 4
@@ -202,6 +220,10 @@ class KeyState:
         self.viewers = 0
         self.samples: list[str] = []
         self.peak = 0
+        # a cache, not checkpointed: (raw, distinct, effective) of the window closed at ``cend``
+        self.cend = 0
+        self.cstats = (0, 0, 0)
+        self.cleave = False  # ... and whether its oldest pane held data
         # a cache, not checkpointed: raw count of the window ending at ``wend``
         self.wend = 0
         self.wraw = 0
@@ -240,7 +262,7 @@ class KeyState:
             [(p, t.dump(), t.first) for p, t in self.panes.items()], self.base.dump(), self.in_spike,
             self.opened_end, self.tier, self.quiet, self.last_ms, self.viewers, self.samples, self.peak,
             self.born, self.next_raw, self.next_end, self.clear_from, self.pend, self.pbucket,
-            self.zfrom, self.blocked, self.surge, self.recur.dump(),
+            self.zfrom, self.blocked, self.surge, self.recur.dump(), self.ramp.dump(), self.long,
         ]
 
     @classmethod
@@ -267,6 +289,9 @@ class KeyState:
             ks.surge = int(d[18])
         if len(d) > 19:
             ks.recur = Recurrence.load(d[19])
+        if len(d) > 21:
+            ks.ramp = Ramp.load(d[20])
+            ks.long = bool(d[21])
         ks.samples = list(ks.samples)
         return ks
 
@@ -342,6 +367,10 @@ class KeyedDetector:
         self._alpha = cfg.alpha
         self._recur_on = early and cfg.recur_horizon_s > 0
         self._recur_ms = cfg.recur_horizon_s * 1000
+        self._ramp_on = early and cfg.ramp_window_s > 0
+        self._ramp_ms = cfg.ramp_window_s * 1000
+        self._ramp_alpha = alpha_for_half_life(cfg.ramp_half_life_s, cfg.hop_s)
+        self._ramp_n = cfg.ramp_history_s // cfg.hop_s
         self._hop = cfg.hop_ms  # plain attributes: this is read for every report
         self._window_ms = cfg.window_ms
         # early test: (window ms, its length in window_s units, tail bound) per window length
@@ -432,8 +461,11 @@ class KeyedDetector:
     def _settle(self, ks: KeyState, through: int) -> None:
         """Apply an idle key's owed quiet windows, through the window ending at ``through``."""
         if ks.zfrom and ks.zfrom <= through:
-            ks.base.observe_zeros((through - ks.zfrom) // self._hop + 1, self._alpha)
+            zeros = (through - ks.zfrom) // self._hop + 1
+            ks.base.observe_zeros(zeros, self._alpha)
             ks.recur.observe(0.0, ks.zfrom)
+            if self._ramp_on:
+                ks.ramp.base.observe_zeros(zeros, self._ramp_alpha)
         ks.zfrom = through + self._hop
 
     def _wake(self, key: tuple[str, ...], ks: KeyState) -> None:
@@ -651,7 +683,12 @@ class KeyedDetector:
             ks.gend = 0
             return None
         raw, distinct, eff = self._window(ks, end)  # the decision describes the window_s window
+        return self._open(key, ks, end, at_ms, raw, distinct, eff)
+
+    def _open(self, key: tuple[str, ...], ks: KeyState, end: int, at_ms: int,
+              raw: int, distinct: int, eff: int, *, long: bool = False) -> Decision:
         ks.in_spike = True
+        ks.long = long
         ks.opened_end = ks.pend = end
         ks.quiet = 0
         ks.peak = eff
@@ -660,6 +697,40 @@ class KeyedDetector:
         d = self._decision("open", key, ks, end, at_ms, raw, distinct, eff)
         ks.tier = d.tier
         return d
+
+    def _ramp_expected(self, ks: KeyState, end: int) -> float:
+        """What the last ramp_window_s should hold: the slow baseline's mean for that long, and
+        for a key with a day of history at least the same half hour the day before."""
+        m = ks.ramp.base.mean * (self._ramp_ms / self._window_ms)
+        before = ks.ramp.day_before(end)
+        return m if before is None else max(m, float(before))
+
+    def _test_ramp(self, key: tuple[str, ...], ks: KeyState, end: int) -> Decision | None:
+        """Open a spike if the last ramp_window_s holds far more than the slow baseline expects
+        (ramp.py). Called as a minute-aligned window closes on a key not in a spike."""
+        cfg = self.cfg
+        slow = ks.ramp.base
+        if slow.n < self._ramp_n or end - self._ramp_ms < ks.clear_from:
+            return None
+        if self.start is None or end - self.start < self._ramp_ms:
+            return None
+        k = self._ramp_ms / self._window_ms
+        m = self._ramp_expected(ks, end)
+        total = ks.ramp.total(end - self._ramp_ms)
+        if total < max(self.min_volume, cfg.ratio_open * m):
+            return None
+        if self._recur_on and ks.recur and self._open_floor(ks, ks.base.mean, end) > cfg.ratio_open * ks.base.mean:
+            return None  # bursts recur on this key: its half hours hold them, they are no ramp
+        # a sum of k windows: their over-dispersion taken as independent, as the long scans do
+        if total < tail_threshold(m, self._dispersion(slow) / k, cfg.ramp_log10_p):
+            return None
+        _, distinct, now = self._window(ks, end, self._keep_ms)
+        if distinct < cfg.min_reporters:
+            return None  # a few accounts filing for half an hour are a brigade, not a ramp
+        if now < cfg.ratio_open * slow.mean * self._keep_ms / self._window_ms:
+            return None  # the level is not up now: the half hour holds a surge that is over
+        raw, distinct, eff = self._window(ks, end)
+        return self._open(key, ks, end, end, raw, distinct, eff, long=True)
 
     def _window(self, ks: KeyState, end: int, length: int | None = None) -> tuple[int, int, int]:
         """(raw, distinct, effective) of the window of ``length`` ms (window_ms) ending at ``end``."""
@@ -701,14 +772,7 @@ class KeyedDetector:
             ks.next_end = end
             ks.next_raw = raw + max(1, raw // 10)
             return None
-        ks.in_spike = True
-        ks.opened_end = ks.pend = end
-        ks.quiet = 0
-        ks.peak = eff
-        ks.next_raw = raw + max(1, raw // 4)
-        d = self._decision("open", key, ks, end, at_ms, raw, distinct, eff)
-        ks.tier = d.tier
-        return d
+        return self._open(key, ks, end, at_ms, raw, distinct, eff)
 
     def _raise(self, key: tuple[str, ...], ks: KeyState, end: int, at_ms: int, raw: int) -> Decision | None:
         """In a spike: re-score when the window has grown by a quarter, and signal only a
@@ -754,6 +818,13 @@ class KeyedDetector:
                 ph = phi if frac <= 1.0 else phi / frac
                 eff = self._window(ks, end, wms)[2]
                 best = max(best, -log10_sf(eff, m, m + ph * m * m) - lp - extra)
+            if ks.long:  # a slow ramp's evidence is its half hour against the slow baseline
+                slow = ks.ramp.base
+                k = self._ramp_ms / self._window_ms
+                m = self._ramp_expected(ks, end)
+                total = ks.ramp.total(end - self._ramp_ms)
+                best = max(best, -log10_sf(total, m, m + self._dispersion(slow) / k * m * m)
+                           - self.cfg.ramp_log10_p)
         else:  # trends: the z test's bound, with the learned variance
             eff = self._window(ks, end)[2]
             var = max(ref.var, mean, self.cfg.var_floor)
@@ -899,6 +970,8 @@ class KeyedDetector:
                     zeros = (last - b) // hop + 1
                     ks.base.observe_zeros(zeros, self._alpha)
                     ks.recur.observe(0.0, b)
+                    if self._ramp_on:
+                        ks.ramp.base.observe_zeros(zeros, self._ramp_alpha)
                     if self.early:  # (from the next call on, counted with the idle keys)
                         self.population.observe_idle(self.category_of(key), ks.viewers > 0,
                                                      (ks.viewers or 1) * zeros, zeros, last)
@@ -921,7 +994,9 @@ class KeyedDetector:
                         if d is not None:
                             yield d
                     ks.gend = 0  # the next report recomputes its pane's gate
-                yield from self._close_window(key, ks, b)
+                d = self._close_window(key, ks, b)
+                if d is not None:
+                    yield d
                 # panes older than the next window's start are no longer needed
                 keep_from = b + hop - keep
                 panes = ks.panes
@@ -960,39 +1035,68 @@ class KeyedDetector:
             floor = max(floor, cfg.recur_margin * usual * max(mean, 1.0))
         return floor
 
-    def _close_window(self, key: tuple[str, ...], ks: KeyState, end: int) -> Iterator[Decision]:
+    def _closed_stats(self, ks: KeyState, end: int) -> tuple[int, int, int]:
+        """``_window(ks, end)`` for windows closing in order: unchanged from the window one hop
+        earlier unless a pane with data entered it or left it (a quiet key's one pane stays in
+        six windows). Closed panes never change (a report for one is late), so this is exact.
+        Whether the window's oldest pane held data is noted now: it leaves with the next hop,
+        and by then it may have been dropped from ``panes``."""
+        hop = self._hop
+        panes = ks.panes
+        if ks.cend == end - hop and not ks.cleave and (end - hop) not in panes:
+            stats = ks.cstats
+        else:
+            ks.cstats = stats = self._window(ks, end)
+        ks.cend = end
+        ks.cleave = (end - self._window_ms) in panes
+        return stats
+
+    def _close_window(self, key: tuple[str, ...], ks: KeyState, end: int) -> Decision | None:
+        """Close the window ending at ``end`` on one key: learn, or test and end its spike.
+        At most one decision."""
         cfg = self.cfg
-        raw, distinct, eff = self._window(ks, end)
+        raw, distinct, eff = self._closed_stats(ks, end)
         if self._recur_on and self.start is not None and end - self.start >= self._window_ms:
             self._learn_recurrence(ks, eff, end)
+        if self._ramp_on and end % self._window_ms == 0:
+            ks.ramp.record(end, eff, end - self._ramp_ms)
+            if not ks.in_spike:
+                d = self._test_ramp(key, ks, end)
+                if d is not None:
+                    return d
         if not self.early and not ks.in_spike and end > ks.opened_end:
             d = self._test(key, ks, end, end)
             if d is not None:
-                yield d
-                return
+                return d
         if ks.in_spike:
             if end < ks.opened_end:
-                return
+                return None
             if end == ks.opened_end:  # the pane that was filling when it opened, now complete
                 ks.pbucket = raw.bit_length()
-                yield self._decision("progress", key, ks, end, end, raw, distinct, eff, panes=1)
-                return
-            base = self.reference(key, ks) or ks.base
-            level = max(self.min_volume, cfg.ratio_close * base.mean,
-                        base.mean + cfg.z_close * (max(base.var, base.mean, cfg.var_floor) ** 0.5))
-            if eff < level:
+                return self._decision("progress", key, ks, end, end, raw, distinct, eff, panes=1)
+            if ks.long:
+                # a slow ramp ends when its level falls back: its longest scanned window against
+                # the slow baseline (a minute of a sustained 5x on a quiet key is often low)
+                k = self._keep_ms / self._window_ms
+                below = self._window(ks, end, self._keep_ms)[2] < max(
+                    self.min_volume, cfg.ratio_close * ks.ramp.base.mean * k)
+            else:
+                base = self.reference(key, ks) or ks.base
+                below = eff < max(self.min_volume, cfg.ratio_close * base.mean,
+                                  base.mean + cfg.z_close * (max(base.var, base.mean, cfg.var_floor) ** 0.5))
+            if below:
                 ks.quiet += 1
                 if ks.quiet >= cfg.close_after:
                     d = self._decision("resolve", key, ks, end, end, raw, distinct, eff,
                                        panes=self._panes_since_progress(ks, end))
                     ks.in_spike = False
+                    ks.long = False
                     ks.quiet = 0
                     ks.peak = 0
                     ks.tier = 4
                     ks.next_raw = ks.next_end = 0
                     ks.clear_from = end - cfg.window_ms - (cfg.close_after - 1) * cfg.hop_ms
-                    yield d
-                    return
+                    return d
             else:
                 ks.quiet = 0
                 # (carrying the panes since the last progress, as a progress does: the chart
@@ -1001,13 +1105,13 @@ class KeyedDetector:
                                   panes=self._panes_since_progress(ks, end))
                 if d is not None:
                     ks.pend, ks.pbucket = end, raw.bit_length()
-                    yield d
-                    return
+                    return d
             bucket = raw.bit_length()
             if bucket != ks.pbucket or end - ks.pend >= cfg.progress_every_s * 1000:
-                yield self._decision("progress", key, ks, end, end, raw, distinct, eff,
-                                     panes=self._panes_since_progress(ks, end))
+                d = self._decision("progress", key, ks, end, end, raw, distinct, eff,
+                                   panes=self._panes_since_progress(ks, end))
                 ks.pend, ks.pbucket = end, bucket
+                return d
         else:
             # learn from the window clipped at mean + learn_clip_z sd of the key's reference: a
             # surge building below the open bar must not inflate the variance and so raise its
@@ -1027,7 +1131,9 @@ class KeyedDetector:
                 cover = (end - self.start) / self._window_ms
             if ref is not None and cover >= 1.0:
                 cap = ref.mean + cfg.learn_clip_z * max(ref.var, ref.mean, cfg.var_floor) ** 0.5
-                if self.early and x > ref.mean:
+                # (the tail count lies above the mean: a count of at most floor(mean) + 1
+                # cannot pass it, and most closed windows hold one report)
+                if self.early and x > math.floor(ref.mean) + 1:
                     # and at the count its tail test calls unusual at 10**-learn_clip_log10_p:
                     # on a quiet key the z cap (its variance floored at var_floor) lets a
                     # building surge in, whose spread then raises the key's own bar
@@ -1044,6 +1150,9 @@ class KeyedDetector:
                 # (a young key with nothing to judge it by does not learn either: what it
                 # sees before its population speaks may be the surge it should have paged)
                 base.observe(x, self._alpha)
+                if self._ramp_on:
+                    ks.ramp.base.observe(x, self._ramp_alpha)
+        return None
 
     # ---- checkpoints --------------------------------------------------------------------
 

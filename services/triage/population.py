@@ -175,12 +175,13 @@ class Population:
         if everyone is None:
             everyone = self.pools[(ALL, has_v)] = Pool()
             everyone.at = end_ms
-        everyone.add(x, e, self._weight(everyone, end_ms))
+        # (inline: the keys closing one window share its end, so the weight is mostly 1)
+        everyone.add(x, e, 1.0 if everyone.at == end_ms else self._weight(everyone, end_ms))
         pk = (category, has_v)
         if pool is None:
             pool = self.pools[pk] = Pool()
             pool.at = end_ms
-        w = self._weight(pool, end_ms)
+        w = 1.0 if pool.at == end_ms else self._weight(pool, end_ms)
         if rate is not None:  # the prediction before this window: its error is honest
             m = rate * e
             self._add_disp(self.disp, (has_v, _bucket(m / coverage)), x, m, end_ms)
@@ -200,7 +201,7 @@ class Population:
         if d is None:
             d = table[dk] = Dispersion()
             d.at = end_ms
-        wd = self._weight(d, end_ms)
+        wd = 1.0 if d.at == end_ms else self._weight(d, end_ms)
         dx = x - m
         d.excess += wd * (dx * dx - m)
         d.mm += wd * m * m

@@ -101,6 +101,7 @@ def detector_config(s: Settings) -> DetectorConfig:
         budget_exponent=s.spike_budget_exponent,
         max_dispersion=s.spike_max_dispersion,
         recur_horizon_s=s.spike_recur_horizon_s,
+        ramp_window_s=s.spike_ramp_window_s,
         progress_every_s=s.progress_every_s,
         scoring=ScoringConfig(critical_score=s.critical_score, severity_thresholds=s.severity_thresholds),
     )

@@ -441,6 +441,7 @@ def test_the_service_config_carries_every_detector_setting() -> None:
                                    spike_budget_exponent=1.5, progress_every_s=120))
     assert (cfg.scan_windows_s, cfg.open_log10_p, cfg.max_dispersion, cfg.budget_exponent) == ((30,), 7.0, 0.5, 1.5)
     assert cfg.progress_every_s == 120
+    assert detector_config(Settings(spike_ramp_window_s=0)).ramp_window_s == 0
 
 
 def test_budget_split_over_window_lengths() -> None:
@@ -501,3 +502,116 @@ def test_the_episode_memory_is_saved_with_an_evicted_baseline() -> None:
     list(later.close_through(end + 7200_000))
     ks = later.state(KEY, 0, row, end + 7200_000)
     assert ks.recur.episodes == episodes and len(episodes) >= 4
+
+
+@pytest.mark.parametrize("early", [True, False])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_closing_windows_reuses_a_window_only_when_no_pane_entered_or_left(seed: int, early: bool) -> None:
+    """The stats of a closing window are taken from the window one hop before unless a pane
+    with data entered or left it: a run with that reuse and one recomputing every window
+    decide the same and learn the same baselines (stream keys, and trends, which drop a pane
+    as soon as it leaves the window)."""
+    rng = random.Random(seed)
+    keys = [(f"s{i}", "violence") for i in range(12)]
+    events: list[tuple[int, tuple[str, str], int]] = []
+    for i, key in enumerate(keys):
+        rate = 0.002 * (i + 1)  # a report every few minutes .. one every ~40 s
+        events += [(t, key, rng.getrandbits(16)) for t in poisson(rng, rate, T0, T0 + 4 * 3_600_000)]
+    burst = T0 + 2 * 3_600_000  # one surge of distinct reporters on a quiet key
+    events += [(burst + j * 700, keys[0], rng.getrandbits(32)) for j in range(60)]
+    events.sort()
+
+    def run(reuse: bool) -> tuple[list[Decision], list[tuple[float, float, int]]]:
+        det = detector(early=early)
+        if not reuse:
+            det._closed_stats = det._window  # type: ignore[method-assign]
+        out: list[Decision] = []
+        for ts, key, reporter in events:
+            out.extend(det.close_through(ts - CFG.grace_ms))
+            d = det.add(key, ts, reporter=reporter, viewers=100, report_id=f"r{ts}")
+            if d is not None:
+                out.append(d)
+        out.extend(det.close_through(events[-1][0] + 3_600_000))
+        bases = [(ks.base.mean, ks.base.var, ks.base.n) for _, ks in sorted(det.keys.items())]
+        return out, bases + [tuple(v[:3]) for _, v in sorted(det.evicted.items())]  # type: ignore[misc]
+
+    reused, recomputed = run(True), run(False)
+    assert any(d.kind == "open" for d in reused[0]) or not early
+    assert reused[1] and reused == recomputed
+
+
+def _ramp_events(rng: random.Random, per_min: float, mult: float, minutes: int, start: int) -> list[int]:
+    """``per_min`` reports a minute for 4 h, then (on top) a linear rise to ``mult`` times that
+    over ``minutes``, and 30 min more of the base rate."""
+    ev = poisson(rng, per_min / 60, T0, start + (minutes + 30) * 60_000)
+    for m in range(minutes):
+        extra = per_min / 60 * (mult - 1) * (m + 0.5) / minutes
+        ev += poisson(rng, extra, start + m * 60_000, start + (m + 1) * 60_000)
+    return sorted(ev)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_slow_ramp_opens_against_the_slow_baseline_and_ends_against_it(seed: int) -> None:
+    """2 reports a minute rising to 8x over an hour: the 1 h baseline learns it as it grows
+    (no window is unusual against it), the half-hour count against the 6 h baseline is."""
+    import dataclasses
+
+    start = T0 + 4 * 3_600_000
+    events = crowd(random.Random(seed), _ramp_events(random.Random(seed), 2.0, 8.0, 60, start))
+    without = [d for d in feed(detector(dataclasses.replace(CFG, ramp_window_s=0)), events) if d.kind == "open"]
+    det = detector()
+    got = feed(det, events)
+    opened = [d for d in got if d.kind == "open"]
+    assert len(opened) == 1 and start < opened[0].window_end_ms < start + 60 * 60_000
+    assert not without or without[0].window_end_ms > opened[0].window_end_ms
+    # it lasts while the level stays up against the slow baseline: not a minute-long flap
+    resolved = [d for d in got if d.kind == "resolve"]
+    assert not resolved or resolved[0].window_end_ms - opened[0].window_end_ms >= 5 * 60_000
+
+
+def test_a_slow_ramp_of_a_few_accounts_does_not_open() -> None:
+    """Three accounts filing more and more for 40 minutes: each window counts them once, and
+    three distinct reporters are no crowd."""
+    rng = random.Random(5)
+    start = T0 + 4 * 3_600_000
+    steady = crowd(rng, poisson(rng, 2.0 / 60, T0, start + 70 * 60_000))
+    brigade = [(t, 1 + rng.randrange(3)) for t in _ramp_events(rng, 2.0, 5.0, 40, start) if t >= start]
+    events = sorted(steady + brigade)
+    assert not [d for d in feed(detector(), events) if d.kind == "open" and d.window_end_ms >= start]
+
+
+def test_the_long_view_is_checkpointed() -> None:
+    det = detector()
+    rng = random.Random(3)
+    feed(det, crowd(rng, poisson(rng, 2.0 / 60, T0, T0 + 3 * 3_600_000)))
+    again = detector()
+    again.load(orjson.loads(orjson.dumps(det.dump())))
+    a, b = det.keys[KEY].ramp, again.keys[KEY].ramp
+    assert a.base.n > 0 and a.counts
+    assert (a.base.dump(), a.counts) == (tuple(b.base.dump()), b.counts)
+
+
+def test_a_daily_rise_is_no_ramp_once_the_key_has_seen_the_day_before() -> None:
+    """2 reports a minute at night, rising to 8 over two hours each morning: the slow baseline
+    alone would call every morning a ramp; held to the same half hour the day before, from
+    the second morning on the long view adds no opening."""
+    import dataclasses
+
+    rng = random.Random(8)
+    day = 86_400_000
+    events: list[int] = []
+    for d in range(3):
+        for minute in range(24 * 60):
+            h = minute / 60
+            rate = 2.0 + 6.0 * min(1.0, max(0.0, (h - 6.0) / 2.0)) * (h < 18.0)
+            start = T0 + d * day + minute * 60_000
+            events += poisson(rng, rate / 60, start, start + 60_000)
+    feed_events = crowd(rng, sorted(events))
+
+    def opens(cfg: DetectorConfig) -> list[int]:
+        return [d.window_end_ms for d in feed(detector(cfg), feed_events) if d.kind == "open"]
+
+    with_ramps, without = opens(CFG), opens(dataclasses.replace(CFG, ramp_window_s=0))
+    later = T0 + day + 3 * 3_600_000  # from the second morning on
+    assert [t for t in with_ramps if t >= later] == [t for t in without if t >= later]
+    assert len(with_ramps) > len(without)  # the first morning, with no day before, is one
