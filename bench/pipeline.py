@@ -88,6 +88,7 @@ class Results:
     reference_windows: int = 0
     reference_keys: int = 0
     mode: str = "procs"
+    triage_instances: int = 1
     of_reference: float = 0.0
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     pipeline_s: float = 0.0
@@ -619,7 +620,8 @@ async def run(args: argparse.Namespace) -> Results:
     async with AsyncExitStack() as stack:
         settings, db_desc, bootstrap = await bench_environment(stack, bench_settings)
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="livetriage-bench-logs-")))
-        res = Results(reports=n, streams=args.streams, database=db_desc, mode=args.mode)
+        res = Results(reports=n, streams=args.streams, database=db_desc, mode=args.mode,
+                      triage_instances=args.triage_instances)
         say(f"broker {bootstrap} (embedded tansu), database {db_desc}")
 
         t = time.perf_counter()
@@ -686,7 +688,7 @@ def table(r: Results) -> str:
          f"{1e6 / (r.floor_cpu_us.get('relay', 0) + r.validate_us):,.0f}/s = "
          f"{1e6 / (r.floor_cpu_us.get('relay', 0) + r.validate_us) / r.reference_rps:.1%}"
          if r.ideal_bound_rps and r.reference_rps and r.floor_cpu_us else "n/a"),
-        ("pipeline" + (" (3 processes)" if r.mode == "procs" else " (one process)"),
+        ("pipeline" + (f" ({2 + r.triage_instances} processes)" if r.mode == "procs" else " (one process)"),
          f"{r.pipeline_rps:,.0f} reports/s  ({r.pipeline_s:.2f} s)" + ("" if r.completed else "  INCOMPLETE (timed out)")),
         ("  ingest consumed all", f"{r.ingest_done_s:.2f} s"),
         ("  triage caught up", f"{r.triage_done_s:.2f} s"),

@@ -371,6 +371,7 @@ class KeyedDetector:
         self._ramp_ms = cfg.ramp_window_s * 1000
         self._ramp_alpha = alpha_for_half_life(cfg.ramp_half_life_s, cfg.hop_s)
         self._ramp_n = cfg.ramp_history_s // cfg.hop_s
+        self._ramp_k = cfg.ramp_window_s / cfg.window_s  # window_s windows in the ramp window
         self._hop = cfg.hop_ms  # plain attributes: this is read for every report
         self._window_ms = cfg.window_ms
         # early test: (window ms, its length in window_s units, tail bound) per window length
@@ -458,14 +459,18 @@ class KeyedDetector:
         """True if the key's baseline may live in the store (not in memory, not just evicted)."""
         return key not in self.keys and key not in self.evicted
 
+    def _quiet(self, ks: KeyState, zeros: int, first: int) -> None:
+        """``zeros`` quiet windows from the one ending at ``first``, in closed form: the
+        baseline, the burst memory and the slow baseline learn them at once."""
+        ks.base.observe_zeros(zeros, self._alpha)
+        ks.recur.observe(0.0, first)
+        if self._ramp_on:
+            ks.ramp.base.observe_zeros(zeros, self._ramp_alpha)
+
     def _settle(self, ks: KeyState, through: int) -> None:
         """Apply an idle key's owed quiet windows, through the window ending at ``through``."""
         if ks.zfrom and ks.zfrom <= through:
-            zeros = (through - ks.zfrom) // self._hop + 1
-            ks.base.observe_zeros(zeros, self._alpha)
-            ks.recur.observe(0.0, ks.zfrom)
-            if self._ramp_on:
-                ks.ramp.base.observe_zeros(zeros, self._ramp_alpha)
+            self._quiet(ks, (through - ks.zfrom) // self._hop + 1, ks.zfrom)
         ks.zfrom = through + self._hop
 
     def _wake(self, key: tuple[str, ...], ks: KeyState) -> None:
@@ -698,12 +703,17 @@ class KeyedDetector:
         ks.tier = d.tier
         return d
 
-    def _ramp_expected(self, ks: KeyState, end: int) -> float:
-        """What the last ramp_window_s should hold: the slow baseline's mean for that long, and
-        for a key with a day of history at least the same half hour the day before."""
-        m = ks.ramp.base.mean * (self._ramp_ms / self._window_ms)
+    def _ramp_sum(self, ks: KeyState, end: int) -> tuple[int, float, float]:
+        """(count, expected, over-dispersion) of the last ramp_window_s: expected from the slow
+        baseline's mean for that long, and for a key with a day of history at least the same
+        half hour the day before; the over-dispersion of a sum of that many window_s windows,
+        taken as independent, as the long scans take theirs."""
+        slow = ks.ramp.base
+        m = slow.mean * self._ramp_k
         before = ks.ramp.day_before(end)
-        return m if before is None else max(m, float(before))
+        if before is not None:
+            m = max(m, float(before))
+        return ks.ramp.total(end - self._ramp_ms), m, self._dispersion(slow) / self._ramp_k
 
     def _test_ramp(self, key: tuple[str, ...], ks: KeyState, end: int) -> Decision | None:
         """Open a spike if the last ramp_window_s holds far more than the slow baseline expects
@@ -714,15 +724,12 @@ class KeyedDetector:
             return None
         if self.start is None or end - self.start < self._ramp_ms:
             return None
-        k = self._ramp_ms / self._window_ms
-        m = self._ramp_expected(ks, end)
-        total = ks.ramp.total(end - self._ramp_ms)
+        total, m, phi = self._ramp_sum(ks, end)
         if total < max(self.min_volume, cfg.ratio_open * m):
             return None
         if self._recur_on and ks.recur and self._open_floor(ks, ks.base.mean, end) > cfg.ratio_open * ks.base.mean:
             return None  # bursts recur on this key: its half hours hold them, they are no ramp
-        # a sum of k windows: their over-dispersion taken as independent, as the long scans do
-        if total < tail_threshold(m, self._dispersion(slow) / k, cfg.ramp_log10_p):
+        if total < tail_threshold(m, phi, cfg.ramp_log10_p):
             return None
         _, distinct, now = self._window(ks, end, self._keep_ms)
         if distinct < cfg.min_reporters:
@@ -819,12 +826,8 @@ class KeyedDetector:
                 eff = self._window(ks, end, wms)[2]
                 best = max(best, -log10_sf(eff, m, m + ph * m * m) - lp - extra)
             if ks.long:  # a slow ramp's evidence is its half hour against the slow baseline
-                slow = ks.ramp.base
-                k = self._ramp_ms / self._window_ms
-                m = self._ramp_expected(ks, end)
-                total = ks.ramp.total(end - self._ramp_ms)
-                best = max(best, -log10_sf(total, m, m + self._dispersion(slow) / k * m * m)
-                           - self.cfg.ramp_log10_p)
+                total, m, ph = self._ramp_sum(ks, end)
+                best = max(best, -log10_sf(total, m, m + ph * m * m) - self.cfg.ramp_log10_p)
         else:  # trends: the z test's bound, with the learned variance
             eff = self._window(ks, end)[2]
             var = max(ref.var, mean, self.cfg.var_floor)
@@ -968,10 +971,7 @@ class KeyedDetector:
                     # nothing in any window from here on: the rest are quiet windows, and the
                     # key is idle (not visited) until a report wakes it
                     zeros = (last - b) // hop + 1
-                    ks.base.observe_zeros(zeros, self._alpha)
-                    ks.recur.observe(0.0, b)
-                    if self._ramp_on:
-                        ks.ramp.base.observe_zeros(zeros, self._ramp_alpha)
+                    self._quiet(ks, zeros, b)
                     if self.early:  # (from the next call on, counted with the idle keys)
                         self.population.observe_idle(self.category_of(key), ks.viewers > 0,
                                                      (ks.viewers or 1) * zeros, zeros, last)

@@ -76,7 +76,6 @@ class Ramp:
     def load(cls, d: list[Any]) -> Ramp:
         r = cls(Baseline(*d[0]))
         r.counts = [(int(e), int(c)) for e, c in d[1]]
-        if len(d) > 3:
-            r.slots = {int(k): int(v) for k, v in d[2]}
-            r.since = int(d[3])
+        r.slots = {int(k): int(v) for k, v in d[2]}
+        r.since = int(d[3])
         return r
