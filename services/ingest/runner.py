@@ -22,6 +22,7 @@ from services.ingest.validate import Rejected, canonical_json, parse_report
 from shared.clock import Clock, SystemClock
 from shared.events import Report
 from shared.kafka import Record, consume_batches, dead_letter_to, dlq_headers, dlq_value, open_consumer
+from shared.publish import KeyedBatches
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,11 @@ class Ingester:
         acks: list[asyncio.Future[object]] = []
         rejected: list[tuple[Record, Rejected]] = []
         claiming: tuple[list[tuple[Record, Report]], asyncio.Task[set[Origin]]] | None = None
-        published = duplicates = 0
+        duplicates = 0
         now = self._clock.now()
+        # (asked per batch: the producer's metadata is cached, and follows a partition increase)
+        partitions = len(await self._producer.partitions_for(self._s.clean_topic))
+        clean = KeyedBatches(self._producer, self._s.clean_topic, partitions)
         for lo in range(0, len(records), CHUNK):
             valid: list[tuple[Record, Report]] = []
             for rec in records[lo:lo + CHUNK]:
@@ -84,13 +88,15 @@ class Ingester:
                 else:
                     valid.append((rec, parsed))
             if claiming is not None:
-                n, dup = await self._publish(*claiming, acks)
-                published, duplicates = published + n, duplicates + dup
+                dup = await self._publish(*claiming, clean)
+                duplicates += dup
             claiming = (valid, asyncio.ensure_future(self._dedup.firsts(
                 [(rep.report_id, Origin(rec.partition, rec.offset)) for rec, rep in valid])))
         if claiming is not None:
-            n, dup = await self._publish(*claiming, acks)
-            published, duplicates = published + n, duplicates + dup
+            duplicates += await self._publish(*claiming, clean)
+        await clean.flush()
+        published = clean.records
+        acks.extend(clean.futures)
         for rec, rej in rejected:
             value, cut = dlq_value(rec)
             acks.append(
@@ -113,27 +119,24 @@ class Ingester:
         self._m.batch_seconds.observe(time.perf_counter() - started)
 
     async def _publish(
-        self, valid: list[tuple[Record, Report]], claim: asyncio.Task[set[Origin]],
-        acks: list[asyncio.Future[object]],
-    ) -> tuple[int, int]:
-        """Send the first sightings of a claimed chunk; (published, duplicates dropped)."""
+        self, valid: list[tuple[Record, Report]], claim: asyncio.Task[set[Origin]], clean: KeyedBatches,
+    ) -> int:
+        """Add the first sightings of a claimed chunk to the clean topic's batches; return the
+        number of duplicates dropped."""
         owners = await claim
-        published = 0
+        duplicates = 0
         for rec, rep in valid:
             if Origin(rec.partition, rec.offset) not in owners:
+                duplicates += 1
                 continue
-            published += 1
-            acks.append(
-                await self._producer.send(
-                    self._s.clean_topic,
-                    canonical_json(rep),
-                    key=rep.stream_id.encode(),
-                    timestamp_ms=int(rep.reported_at.timestamp() * 1000),
-                    # where it came from: lets triage recognise a republished record
-                    headers=[("lt.src", f"{rec.partition}:{rec.offset}".encode())],
-                )
+            await clean.add(
+                rep.stream_id.encode(),
+                canonical_json(rep),
+                timestamp_ms=int(rep.reported_at.timestamp() * 1000),
+                # where it came from: lets triage recognise a republished record
+                headers=[("lt.src", f"{rec.partition}:{rec.offset}".encode())],
             )
-        return published, len(valid) - published
+        return duplicates
 
 
 LOG_REJECTED_PER_BATCH = 20  # one line each; a flood of bad input gets one summary line more

@@ -23,7 +23,9 @@ class Baseline:
         self.n = n
 
     def observe(self, x: float, alpha: float) -> None:
-        a = max(alpha, 1.0 / (self.n + 1))
+        a = 1.0 / (self.n + 1)
+        if a < alpha:  # (max(alpha, 1 / (n + 1)), without the call: once per closed window)
+            a = alpha
         d = x - self.mean
         self.mean += a * d
         self.var = (1.0 - a) * (self.var + a * d * d)

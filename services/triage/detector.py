@@ -196,7 +196,7 @@ class KeyState:
                  "samples", "peak", "born", "wend", "wraw", "next_raw", "next_end",
                  "gend", "gcur", "gneed", "gprior", "gscales", "gfull", "gpre", "clear_from",
                  "pend", "pbucket", "zfrom", "blocked", "surge", "recur", "cend", "cstats", "cleave",
-                 "ramp", "long")
+                 "ramp", "long", "newest")
 
     def __init__(self, base: Baseline, born: int | None = None) -> None:
         # A new key's baseline learns from the first window holding its data on, however
@@ -204,6 +204,9 @@ class KeyState:
         # and the learned baseline must not.
         self.born = born
         self.panes: dict[int, Tally] = {}
+        # a cache, not checkpointed: the newest pane ever added (max(panes) while any is held:
+        # panes only leave from the oldest end)
+        self.newest = -(1 << 62)
         self.base = base
         # checkpointed, and saved with the evicted baseline: the day-long memory (recurrence.py)
         self.recur = Recurrence()
@@ -272,6 +275,8 @@ class KeyState:
         for held in d[0]:
             t = ks.panes[int(held[0])] = Tally.load(held[1])
             t.first = int(held[2]) if len(held) > 2 else int(held[0])  # older: the pane's start
+        if ks.panes:
+            ks.newest = max(ks.panes)
         (ks.in_spike, ks.opened_end, ks.tier, ks.quiet, ks.last_ms, ks.viewers, ks.samples,
          ks.peak) = d[2:10]
         ks.born = d[10] if len(d) > 10 else None  # checkpoints from before "born" existed
@@ -383,6 +388,8 @@ class KeyedDetector:
         # the trend test's z bound as a tail probability (normal), for the spike's evidence
         self._z_lp = -math.log10(0.5 * math.erfc(self.z_open / math.sqrt(2.0)))
         self._window_hops = cfg.window_s // cfg.hop_s
+        # the learning clip's z cap is never below this above the mean (the variance floor)
+        self._clip_at_floor = cfg.learn_clip_z * cfg.var_floor ** 0.5
         # the EWMA's memory in windows: past it, n says nothing more about the baseline's weight
         self._n_cap = 1.0 / self._alpha
 
@@ -536,6 +543,8 @@ class KeyedDetector:
         t = ks.panes.get(pane)
         if t is None:
             t = ks.panes[pane] = Tally()
+            if pane > ks.newest:
+                ks.newest = pane
         if ts_ms < t.first:
             t.first = ts_ms
         if tally is not None:
@@ -961,11 +970,11 @@ class KeyedDetector:
                 ks.gfull = False
                 ks.gneed = ks.gpre
             b = first
-            if ks.born is not None:
-                b = max(b, ks.born + hop)  # windows before the key's first data are not its history
+            if ks.born is not None and ks.born + hop > b:
+                b = ks.born + hop  # windows before the key's first data are not its history
             # no report arrives while windows close: past the newest pane's window, every
             # window to ``last`` is empty (a key with one report closes ~30 windows that way)
-            quiet_from = max(ks.panes) + window if ks.panes else first
+            quiet_from = ks.newest + window if ks.panes else first
             while b <= last:
                 if not ks.in_spike and (not ks.panes or b > quiet_from):
                     # nothing in any window from here on: the rest are quiet windows, and the
@@ -1056,7 +1065,10 @@ class KeyedDetector:
         At most one decision."""
         cfg = self.cfg
         raw, distinct, eff = self._closed_stats(ks, end)
-        if self._recur_on and self.start is not None and end - self.start >= self._window_ms:
+        # (a window below min_volume is no episode: with none going on, the memory has nothing
+        # to learn from it, and most closed windows are such)
+        if (self._recur_on and (eff >= self.min_volume or ks.recur.peak)
+                and self.start is not None and end - self.start >= self._window_ms):
             self._learn_recurrence(ks, eff, end)
         if self._ramp_on and end % self._window_ms == 0:
             ks.ramp.record(end, eff, end - self._ramp_ms)
@@ -1129,7 +1141,10 @@ class KeyedDetector:
                 # (a trend's clock starts when its upstreams' outboxes happen to arrive: its
                 # windows are all taken whole, or the result would depend on that order)
                 cover = (end - self.start) / self._window_ms
-            if ref is not None and cover >= 1.0:
+            # (no clip can apply to a count within mean + learn_clip_z sd at the variance floor
+            # that cannot pass the tail either, as most closed windows hold: skipped)
+            if ref is not None and cover >= 1.0 and (
+                    x > ref.mean + self._clip_at_floor or (self.early and x > math.floor(ref.mean) + 1)):
                 cap = ref.mean + cfg.learn_clip_z * max(ref.var, ref.mean, cfg.var_floor) ** 0.5
                 # (the tail count lies above the mean: a count of at most floor(mean) + 1
                 # cannot pass it, and most closed windows hold one report)

@@ -85,7 +85,10 @@ class Pool:
 
 def _bucket(m: float) -> int:
     """The dispersion stratum of an expected count: one per doubling, 1/64 .. 4096."""
-    return min(12, max(-6, math.frexp(m)[1] - 1)) if m > 0 else -6
+    if m <= 0:
+        return -6
+    b = math.frexp(m)[1] - 1
+    return 12 if b > 12 else (-6 if b < -6 else b)
 
 
 class Dispersion:

@@ -28,7 +28,6 @@ from typing import Any, Protocol
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -42,6 +41,7 @@ from services.triage.trends import TrendTask, outbox_records
 from shared.errors import retryable_types
 from shared.events import Signal
 from shared.kafka import Record, backoff_s, dlq_headers, dlq_topic, open_consumer
+from shared.publish import key_hash
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ class StreamsStage:
             by_part: list[list[Any]] = [[] for _ in range(n)]
             for item in ob["items"]:
                 key = "\x1f".join(item[0]).encode()
-                by_part[(murmur2(key) & 0x7FFFFFFF) % n].append(item)
+                by_part[key_hash(key) % n].append(item)
             for p in range(n):  # every partition hears the watermark, data or not
                 for value in outbox_records(ob, by_part[p], self.s.state_record_max_bytes):
                     fut = await send_or_drop(self.producer, self._drop_trend, self.s.trends_topic, value,
