@@ -36,29 +36,29 @@ class Settings(BaseSettings):
     embedded_kafka_port: int = Field(19092, description="Port of the embedded tansu broker.")
 
     # --- topics
-    reports_topic: str = "live.reports"
-    clean_topic: str = "triage.reports"
-    signals_topic: str = "triage.signals"
-    dlq_topic: str = "live.reports.dlq"
+    reports_topic: str = Field("live.reports", description="Raw reports in (the producers' topic).")
+    clean_topic: str = Field("triage.reports", description="Validated first sightings, keyed by stream_id.")
+    signals_topic: str = Field("triage.signals", description="Triage's signals to the notifier, keyed by dedup_key.")
+    dlq_topic: str = Field("live.reports.dlq", description="Rejected raw reports, original bytes and a reason.")
     actions_topic: str = Field("moderation.actions", description="Moderation actions taken on streams.")
     topic_partitions: int = Field(6, ge=1, description="Partitions for topics livetriage creates.")
-    topic_replication: int = Field(1, ge=1)
+    topic_replication: int = Field(1, ge=1, description="Replication factor of topics livetriage creates.")
 
     # --- consumer groups and Kafka client tuning
-    ingest_group: str = "livetriage-ingest"
-    triage_group: str = "livetriage-triage"
-    notifier_group: str = "livetriage-notifier"
-    actions_group: str = "livetriage-actions"
+    ingest_group: str = Field("livetriage-ingest", description="Consumer group of ingest.")
+    triage_group: str = Field("livetriage-triage", description="Consumer group of triage's stream stage.")
+    notifier_group: str = Field("livetriage-notifier", description="Consumer group of the notifier.")
+    actions_group: str = Field("livetriage-actions", description="Consumer group of moderation actions.")
     batch_max_records: int = Field(5000, ge=1, description="Max records handled per batch.")
-    poll_timeout_ms: int = Field(200, ge=1)
-    session_timeout_ms: int = Field(10_000, ge=1000)
-    heartbeat_interval_ms: int = Field(1_000, ge=100)
-    producer_linger_ms: int = Field(5, ge=0)
+    poll_timeout_ms: int = Field(200, ge=1, description="Longest wait of one poll for a batch.")
+    session_timeout_ms: int = Field(10_000, ge=1000, description="Consumer group session timeout.")
+    heartbeat_interval_ms: int = Field(1_000, ge=100, description="Consumer group heartbeat interval.")
+    producer_linger_ms: int = Field(5, ge=0, description="Producer linger before a batch goes out.")
     compression_type: str | None = Field(None, description="None, gzip, snappy, lz4 or zstd.")
 
     # --- ingest
     max_report_bytes: int = Field(16_384, ge=256, description="Larger reports go to the DLQ.")
-    max_text_chars: int = Field(2_000, ge=1)
+    max_text_chars: int = Field(2_000, ge=1, description="Longer report text goes to the DLQ (text_too_long).")
     dedup_ttl_hours: float = Field(
         48.0, gt=0, description="How long a report_id is remembered; older reports are rejected."
     )
@@ -72,7 +72,7 @@ class Settings(BaseSettings):
 
     # --- triage: event-time hopping windows, learned baselines, spike test
     trends_topic: str = Field("triage.trends", description="Repartition topic of trend tallies.")
-    trend_group: str = "livetriage-trends"
+    trend_group: str = Field("livetriage-trends", description="Consumer group of triage's trend stage.")
     window_size_s: int = Field(60, ge=1, description="Sliding window size on reported_at.")
     window_hop_s: int = Field(10, ge=1, description="Windows hop by this much (pane size).")
     window_grace_s: int = Field(30, ge=0, description="Lateness allowed before a window closes.")
@@ -155,14 +155,14 @@ class Settings(BaseSettings):
     bootstrap_api_key: SecretStr | None = Field(
         None, description="An admin API key (lt_<prefix>_<secret>) to create at start, for automation."
     )
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(8080, ge=0, le=65535)
+    api_host: str = Field("127.0.0.1", description="Address the HTTP API and console listen on.")
+    api_port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API and console.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Standalone services: 0 = off.")
-    page_size_max: int = Field(200, ge=1)
+    page_size_max: int = Field(200, ge=1, description="Largest page (limit) a list request may ask for.")
     api_max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Larger API request bodies get 413, refused while they arrive."
     )
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: Literal["text", "json"] = Field(
         "text", description="json: one object per line with report/incident ids (for log shipping)."
     )
