@@ -23,8 +23,8 @@ from livetriage.runtime import ROLES, serve_until_stopped, start_services
 from shared.db import migrate
 from shared.errors import ConfigError, LivetriageError
 from shared.events import report_json_schema
-from shared.logs import configure_logging
 from shared.kafka import ensure_topics, wait_for_broker
+from shared.logs import configure_logging
 from shared.settings import Settings
 
 T = TypeVar("T")

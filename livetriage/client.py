@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -83,7 +83,8 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 def ago(ts: str | None, now: datetime) -> str | None:
     if ts is None:
         return None
-    s = int((now - datetime.fromisoformat(ts.replace("Z", "+00:00"))).total_seconds())
+    # kept: without the replace, a malformed ts would fail with a different message
+    s = int((now - datetime.fromisoformat(ts.replace("Z", "+00:00"))).total_seconds())  # noqa: FURB162
     for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
         if s >= n:
             return f"{s // n}{unit} ago"
@@ -157,7 +158,8 @@ def weekly_report(api: Api, day: str | None, fmt: str, now: datetime) -> str:
 
     def stats(since: datetime) -> dict[str, Any]:
         until = since + timedelta(days=7)
-        return api.call("GET", "/v1/stats", params={"since": since.isoformat(), "until": until.isoformat()})
+        return cast("dict[str, Any]", api.call(
+            "GET", "/v1/stats", params={"since": since.isoformat(), "until": until.isoformat()}))
 
     this, prev = stats(start), stats(start - timedelta(days=7))
     by_cat = {c: {"incidents": n, "previous_week": prev["by"]["category"].get(c, 0)}

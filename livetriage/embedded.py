@@ -60,9 +60,10 @@ class Tansu:
                 "Set LIVETRIAGE_EMBEDDED_KAFKA_PORT or KAFKA_BOOTSTRAP_SERVERS"
             )
         url = f"tcp://127.0.0.1:{self.port}"
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        # runs once, at start-up: opening the log and spawning tansu block only briefly
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115, ASYNC230
         try:
-            self.proc = subprocess.Popen(
+            self.proc = subprocess.Popen(  # noqa: ASYNC220
                 [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -70,6 +71,7 @@ class Tansu:
             )
         finally:
             if out is not subprocess.DEVNULL:
+                assert not isinstance(out, int)  # the log file: the only other value of out
                 out.close()
         deadline = asyncio.get_running_loop().time() + timeout_s
         while not port_open(self.port):

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.metrics import IngestMetrics
 from services.ingest.runner import run_ingest
+from services.notifier.actions import run_actions
 from services.notifier.api.app import create_app
 from services.notifier.api.deps import ApiState
 from services.notifier.auth import ensure_key
@@ -31,13 +32,12 @@ from services.notifier.metrics import NotifierMetrics, StateSampler
 from services.notifier.outbox import RetryPolicy
 from services.notifier.routing import Routing, load_routing
 from services.notifier.runner import run_notifier
-from services.notifier.actions import run_actions
 from services.triage.metrics import TriageMetrics
 from services.triage.runner import run_triage
 from shared.clock import Clock, SystemClock
 from shared.db import open_engine, wait_for_database
-from shared.looplag import EventLoopLag
 from shared.kafka import open_producer
+from shared.looplag import EventLoopLag
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class _EmbeddedServer(uvicorn.Server):
     """uvicorn without its own signal handlers: our stop event drives shutdown."""
 
     @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[no-untyped-def, override]
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 

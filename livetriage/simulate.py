@@ -151,7 +151,7 @@ async def simulate(
     t0 = time.monotonic()
     start = datetime.now(UTC)
     async with open_producer(settings) as producer:
-        pending = []
+        pending: list[asyncio.Future[Any]] = []
         for offset, key, value in traffic(
             factory,
             rate=rate,

@@ -48,7 +48,7 @@ def create_engine(settings: Settings, **kw: object) -> AsyncEngine:
         # JSONB in and out through orjson: the stdlib json codec was a tenth of an API request
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -74,7 +74,7 @@ async def wait_for_database(engine: AsyncEngine, timeout_s: float = 30.0) -> Non
         try:
             await ping(engine)
             return
-        except (OSError, Exception) as exc:  # asyncpg raises several unrelated types
+        except (OSError, Exception) as exc:  # noqa: BLE001  (asyncpg raises several unrelated types)
             last = exc
             await asyncio.sleep(0.2)  # retry pacing, not synchronisation
     raise RetryableError(f"database unreachable: {last}")

@@ -17,12 +17,12 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError, KafkaConnectionError
+from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -31,7 +31,8 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Record = ConsumerRecord[bytes, bytes]
+# explicit TypeAlias: aiokafka has no py.typed, so to mypy ConsumerRecord is Any
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 BatchHandler = Callable[[list[Record]], Awaitable[None]]
 # (record, bounded reason, detail): must make the DLQ copy durable before returning
 DeadLetter = Callable[[Record, str, str], Awaitable[None]]
@@ -382,7 +383,7 @@ def dead_letter_to(producer: AIOKafkaProducer, topic: str) -> DeadLetter:
 def header(record: Record, name: str) -> bytes | None:
     for k, v in record.headers or ():
         if k == name:
-            return v
+            return cast("bytes | None", v)  # aiokafka is untyped: headers are (str, bytes)
     return None
 
 

@@ -65,7 +65,7 @@ class KeyedBatches:
             # producer's own size checks would have let through)
             await self._send(p, batch)
             batch = self._open[p] = self._producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is None:  # type: ignore[attr-defined]
+            if batch.append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is None:
                 raise ValueError(f"a record of {len(value)} bytes does not fit an empty batch")
         self.records += 1
 

@@ -8,7 +8,7 @@ Frozen, so nothing changes it behind a running service's back.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -143,11 +143,11 @@ class Settings(BaseSettings):
 
     # --- program figures
     sla_ack_minutes: dict[str, float] = Field(
-        default_factory=lambda: {"SEV1": 5, "SEV2": 15, "SEV3": 60, "SEV4": 240},
+        default_factory=lambda: cast("dict[str, float]", {"SEV1": 5, "SEV2": 15, "SEV3": 60, "SEV4": 240}),
         description="Acknowledge within this many minutes, per severity.",
     )
     sla_action_minutes: dict[str, float] = Field(
-        default_factory=lambda: {"SEV1": 15, "SEV2": 60, "SEV3": 240, "SEV4": 1440},
+        default_factory=lambda: cast("dict[str, float]", {"SEV1": 15, "SEV2": 60, "SEV3": 240, "SEV4": 1440}),
         description="First moderation action within this many minutes of the first report.",
     )
 

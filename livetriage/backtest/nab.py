@@ -142,6 +142,9 @@ def score_file(timestamps: Sequence[datetime], alerts: set[int], windows: Window
 def score_corpus(scores: Iterable[FileScore]) -> float | None:
     """NAB's normalised score over several series (None if none has a window)."""
     scores = list(scores)
+    raw: float  # FileScore's fields, read by name
+    null: float
+    perfect: float
     raw, null, perfect = (sum(getattr(s, k) for s in scores) for k in ("raw", "null", "perfect"))
     if perfect == null:
         return None

@@ -21,7 +21,14 @@ from services.ingest.metrics import IngestMetrics
 from services.ingest.validate import Rejected, canonical_json, parse_report
 from shared.clock import Clock, SystemClock
 from shared.events import Report
-from shared.kafka import Record, consume_batches, dead_letter_to, dlq_headers, dlq_value, open_consumer
+from shared.kafka import (
+    Record,
+    consume_batches,
+    dead_letter_to,
+    dlq_headers,
+    dlq_value,
+    open_consumer,
+)
 from shared.publish import KeyedBatches
 from shared.settings import Settings
 
@@ -185,7 +192,7 @@ async def run_ingest(
             last_prune = time.monotonic()
             try:
                 removed = await dedup.prune()
-            except Exception as exc:  # housekeeping must never stop ingestion
+            except Exception as exc:  # noqa: BLE001  (housekeeping must never stop ingestion)
                 log.warning("dedup prune failed, will retry: %s", exc)
                 return
             if removed:

@@ -29,7 +29,14 @@ from services.notifier.store import notify
 from services.notifier.tables import incident_timeline, incidents, moderation_actions
 from shared.clock import Clock
 from shared.events import TERMINAL_ACTIONS, ModerationAction
-from shared.kafka import Record, consume_batches, dead_letter_to, dlq_headers, dlq_topic, open_consumer
+from shared.kafka import (
+    Record,
+    consume_batches,
+    dead_letter_to,
+    dlq_headers,
+    dlq_topic,
+    open_consumer,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -114,7 +115,7 @@ async def revoke_key(conn: AsyncConnection, *, prefix: str, now: datetime) -> bo
     return bool(res.rowcount)
 
 
-async def list_keys(conn: AsyncConnection) -> list[dict[str, object]]:
+async def list_keys(conn: AsyncConnection) -> list[dict[str, Any]]:
     rows = await conn.execute(
         sa.select(api_keys.c.prefix, api_keys.c.name, api_keys.c.scopes, api_keys.c.created_at,
                   api_keys.c.revoked_at).order_by(api_keys.c.created_at)

@@ -80,7 +80,7 @@ def resolve_targets(targets: list[str], schedules: dict[str, Schedule], at: date
     A schedule with nobody on call (or unknown) stays as written, so the page still names it."""
     out: list[str] = []
     for t in targets:
-        person: str | None = t
+        person: str = t
         if t.startswith(SCHEDULE_PREFIX):
             sched = schedules.get(t[len(SCHEDULE_PREFIX):])
             person = (who_is_on_call(sched, at) if sched is not None else None) or t

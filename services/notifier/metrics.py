@@ -14,13 +14,12 @@ import logging
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from shared.kafka import ConsumerLag
-from shared.looplag import EventLoopLag
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifier.tables import incidents, notifications
 from shared.clock import Clock
+from shared.kafka import ConsumerLag
+from shared.looplag import EventLoopLag
 
 log = logging.getLogger(__name__)
 

@@ -100,7 +100,8 @@ class Rotation(BaseModel):
     @classmethod
     def _quoted_time(cls, v: Any) -> Any:
         if isinstance(v, int | float):  # YAML reads an unquoted 9:30 as sexagesimal 570
-            raise ValueError("handoff_time must be a quoted 'HH:MM'")
+            # TRY004 asks for TypeError, but pydantic turns only ValueError into a validation error
+            raise ValueError("handoff_time must be a quoted 'HH:MM'")  # noqa: TRY004
         return v
 
     @field_validator("handoff_time")

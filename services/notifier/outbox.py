@@ -12,7 +12,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -131,6 +131,7 @@ async def settle(
             error=outcome.error, duration_ms=duration_ms,
         )
     )
+    values: dict[str, Any]
     if outcome.ok:
         status, values = "sent", {"sent_at": now, "last_error": None}
     elif outcome.retry and attempts < policy.max_attempts:
@@ -187,9 +188,9 @@ async def unsent_trigger_refreshed(
 
 
 async def last_sent_at(conn: AsyncConnection, *, incident_id: uuid.UUID) -> datetime | None:
-    return await conn.scalar(
+    return cast("datetime | None", await conn.scalar(
         sa.select(sa.func.max(notifications.c.sent_at)).where(notifications.c.incident_id == incident_id)
-    )
+    ))
 
 
 async def cancel_if_never_paged(conn: AsyncConnection, *, incident_id: uuid.UUID) -> bool:

@@ -9,19 +9,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-from collections.abc import Callable
 
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.routing import Routing
 from services.notifier.store import apply_signals
 from shared.clock import Clock
 from shared.events import Signal
-from shared.kafka import Record, consume_batches, dead_letter_to, dlq_headers, dlq_topic, open_consumer
+from shared.kafka import (
+    Record,
+    consume_batches,
+    dead_letter_to,
+    dlq_headers,
+    dlq_topic,
+    open_consumer,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

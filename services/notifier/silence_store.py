@@ -6,9 +6,10 @@ Async repository functions with keyword-only arguments, in the caller's transact
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -147,7 +148,8 @@ MAX_SOURCES = 50  # candidate source incidents looked at per rule
 async def held_by(conn: AsyncConnection, *, incident: dict[str, Any], now: datetime) -> Held | None:
     """Is a page about ``incident`` (its row, with ``team`` as routed) held back, and by what?"""
     active = (await conn.execute(sa.select(silences).where(_active_clause(now)))).mappings().all()
-    hit = silencing(active, incident, now)
+    # rows are keyed by column name (SQLAlchemy types RowMapping's keys more widely)
+    hit = silencing(cast("Sequence[Mapping[str, Any]]", active), incident, now)
     if hit is not None:
         return Held("page_silenced", {"silence_id": str(hit["id"])}, hit["id"])
     for rule in await list_inhibit_rules(conn):
@@ -161,7 +163,7 @@ async def held_by(conn: AsyncConnection, *, incident: dict[str, Any], now: datet
             if field in MATCH_FIELDS:
                 q = q.where(incidents.c[field].is_not_distinct_from(incident.get(field)))
         sources = (await conn.execute(q.order_by(incidents.c.detected_at).limit(MAX_SOURCES))).mappings().all()
-        found = inhibiting([rule], incident, sources)
+        found = inhibiting([rule], incident, cast("Sequence[Mapping[str, Any]]", sources))
         if found is not None:
             _, src = found
             return Held("page_inhibited", {"rule_id": str(rule["id"]), "source_incident_id": str(src["id"])})

@@ -647,7 +647,8 @@ async def list_incidents(
         order = [c.detected_at.desc(), c.id.desc()]
     q = q.order_by(*order).limit(limit + 1)
     result = await conn.execute(q)
-    names = tuple(str(k) for k in result.keys())  # plain str: SQLAlchemy hands out a subclass
+    # a result, not a dict: iterating it yields rows, .keys() the column names
+    names = tuple(str(k) for k in result.keys())  # noqa: SIM118  (plain str: SQLAlchemy hands out a subclass)
     rows = [dict(zip(names, r, strict=True)) for r in result]  # cheaper than RowMapping -> dict
     next_cursor = None
     if len(rows) > limit:

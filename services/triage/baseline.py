@@ -15,7 +15,7 @@ import math
 class Baseline:
     """Mean and variance of a key's window count, and how many windows taught it."""
 
-    __slots__ = ("mean", "var", "n")
+    __slots__ = ("mean", "n", "var")
 
     def __init__(self, mean: float, var: float, n: int) -> None:
         self.mean = mean
@@ -68,7 +68,8 @@ class Baseline:
 
 def alpha_for_half_life(half_life_s: float, hop_s: float) -> float:
     """EWMA weight per observation (one per hop) for a given half-life."""
-    return 1.0 - 0.5 ** (hop_s / half_life_s)
+    kept: float = 0.5 ** (hop_s / half_life_s)  # float ** float is Any to mypy
+    return 1.0 - kept
 
 
 # ---- count-appropriate tail test ------------------------------------------------------------

@@ -133,6 +133,9 @@ class DetectorConfig:
     # against that slow baseline, not the 1 h one (which has learned the ramp)
     ramp_window_s: int = 1800
     ramp_half_life_s: float = 21_600.0
+    # a stream key's over-dispersion is at least what its slow baseline (ramp_half_life_s)
+    # measures, once that has ramp_history_s of history
+    slow_dispersion: bool = False
     ramp_history_s: int = 7200
     ramp_log10_p: float = 7.0
     # an open spike's closed windows go to the notifier (its chart, its "last seen") at most
@@ -192,11 +195,43 @@ class DetectorConfig:
 class KeyState:
     """What the detector holds for one key."""
 
-    __slots__ = ("panes", "base", "in_spike", "opened_end", "tier", "quiet", "last_ms", "viewers",
-                 "samples", "peak", "born", "wend", "wraw", "next_raw", "next_end",
-                 "gend", "gcur", "gneed", "gprior", "gscales", "gfull", "gpre", "clear_from",
-                 "pend", "pbucket", "zfrom", "blocked", "surge", "recur", "cend", "cstats", "cleave",
-                 "ramp", "long", "newest")
+    __slots__ = (
+        "base",
+        "blocked",
+        "born",
+        "cend",
+        "clear_from",
+        "cleave",
+        "cstats",
+        "gcur",
+        "gend",
+        "gfull",
+        "gneed",
+        "gpre",
+        "gprior",
+        "gscales",
+        "in_spike",
+        "last_ms",
+        "long",
+        "newest",
+        "next_end",
+        "next_raw",
+        "opened_end",
+        "panes",
+        "pbucket",
+        "peak",
+        "pend",
+        "quiet",
+        "ramp",
+        "recur",
+        "samples",
+        "surge",
+        "tier",
+        "viewers",
+        "wend",
+        "wraw",
+        "zfrom",
+    )
 
     def __init__(self, base: Baseline, born: int | None = None) -> None:
         # A new key's baseline learns from the first window holding its data on, however
@@ -376,6 +411,7 @@ class KeyedDetector:
         self._ramp_ms = cfg.ramp_window_s * 1000
         self._ramp_alpha = alpha_for_half_life(cfg.ramp_half_life_s, cfg.hop_s)
         self._ramp_n = cfg.ramp_history_s // cfg.hop_s
+        self._slow_disp = self._ramp_on and cfg.slow_dispersion
         self._ramp_k = cfg.ramp_window_s / cfg.window_s  # window_s windows in the ramp window
         self._hop = cfg.hop_ms  # plain attributes: this is read for every report
         self._window_ms = cfg.window_ms
@@ -429,6 +465,15 @@ class KeyedDetector:
         # little would read as a wide spread on a quiet key), shrunk towards the population's
         own = base.mean
         phi_own = max(0.0, base.var - own) / (own * own) if own > 0 else phi0
+        if self._slow_disp:
+            # heavy-tailed noise: an hour's windows mostly miss the rare big wobble, so the
+            # hour's estimate is usually low; the slow baseline has seen six times as many
+            slow = ks.ramp.base
+            sm = slow.mean
+            if slow.n >= self._ramp_n and sm > 0 and slow.var > sm:
+                phi_slow = (slow.var - sm) / (sm * sm)
+                if phi_slow > phi_own:
+                    phi_own = phi_slow
         if base.n < cfg.young_windows:
             # young: the spread of the blend itself, own windows and prior pooled (a key whose
             # first windows disagree with its prior is not a typical one: judged wider)
@@ -865,7 +910,8 @@ class KeyedDetector:
         level = max(float(self.min_volume), floor)
         if self.early and self._scales:
             return max(level, float(tail_threshold(mean, self._dispersion(base), self._open_lp)))
-        return max(level, mean + self.z_open * max(base.var, mean, cfg.var_floor) ** 0.5)
+        sd: float = max(base.var, mean, cfg.var_floor) ** 0.5  # float ** float is Any to mypy
+        return max(level, mean + self.z_open * sd)
 
     def _rate(self, ks: KeyState, end: int, panes: int) -> tuple[tuple[int, int], ...]:
         """Reports per pane for the ``panes`` panes ending at ``end`` (zeros included)."""
@@ -1193,7 +1239,7 @@ class KeyedDetector:
         self.start = d.get("start", self.closed_through)
         self.population.load(d.get("population", {}))
         self.keys = {tuple(k): KeyState.load(v) for k, v in d["keys"]}
-        self.evicted = {tuple(k): (*v[:4], v[4] if len(v) > 4 else None)  # type: ignore[misc]
+        self.evicted = {tuple(k): (*v[:4], v[4] if len(v) > 4 else None)
                         for k, v in d["evicted"]}
         self._swept = d.get("swept", 0)
         self.idle = {}

@@ -46,7 +46,7 @@ OUTLIER = 5.0
 class Pool:
     """Decayed sums of count and exposure over ``n`` key-windows, as of window end ``at``."""
 
-    __slots__ = ("sx", "se", "n", "at", "_rate")
+    __slots__ = ("_rate", "at", "n", "se", "sx")
 
     def __init__(self) -> None:
         self.sx = self.se = self.n = 0.0
@@ -70,7 +70,7 @@ class Pool:
         if self._rate is False:
             known = self.n >= MIN_WINDOWS and self.sx >= MIN_REPORTS and self.se > 0
             self._rate = self.sx / self.se if known else None
-        return self._rate  # type: ignore[return-value]
+        return self._rate
 
     def dump(self) -> list[float]:
         return [self.sx, self.se, self.n, self.at]
@@ -95,7 +95,7 @@ class Dispersion:
     """Decayed sums for the over-dispersion of counts around their prediction, in one stratum
     of expected count: sum((x - m)**2 - m) / sum(m**2)."""
 
-    __slots__ = ("excess", "mm", "n", "at")
+    __slots__ = ("at", "excess", "mm", "n")
 
     def __init__(self) -> None:
         self.excess = self.mm = self.n = 0.0

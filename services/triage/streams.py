@@ -100,7 +100,7 @@ class StreamTask:
 
         pane = ts_ms - ts_ms % self._hop
         trend_out = self.trend_out
-        tk = ((category,), pane)
+        tk: tuple[tuple[str, ...], int] = ((category,), pane)
         t = trend_out.get(tk)
         if t is None:
             t = trend_out[tk] = Tally()

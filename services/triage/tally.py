@@ -25,7 +25,7 @@ def reporter_hash(reporter: str) -> int:
 class Tally:
     """Reports in one pane of one key, and who filed them (bounded)."""
 
-    __slots__ = ("count", "reporters", "overflow", "_largest", "first")
+    __slots__ = ("_largest", "count", "first", "overflow", "reporters")
 
     def __init__(self) -> None:
         self.count = 0

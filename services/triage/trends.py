@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from services.triage.detector import BaselineRow, DetectorConfig, KeyedDetector
+from services.triage.detector import BaselineRow, Decision, DetectorConfig, KeyedDetector
 from services.triage.signals import from_decision
 from services.triage.tally import Tally
 from shared.events import Signal
@@ -190,7 +190,7 @@ class TrendTask:
     def _close_through(self, mark: int) -> list[Signal]:
         det, hop, step, ahead = self.detector, self._hop, self._step, self._ahead
         last = mark - mark % hop
-        decisions = []
+        decisions: list[Decision] = []
         if det.closed_through is None:
             # the clock starts just before the earliest data held or pending
             held = [min(ks.panes) for ks in det.keys.values() if ks.panes]
@@ -233,7 +233,7 @@ class TrendTask:
         self.parts = {int(p): int(n) for p, n in d.get("parts", ())}
         self.released = bool(d.get("released", False))
         self._pending, self._heap, self._pending_last = {}, [], {}
-        self._stored = {tuple(k): None if row is None else tuple(row)  # type: ignore[misc]
+        self._stored = {tuple(k): None if row is None else tuple(row)
                         for k, row in d.get("stored", ())}
         for k, pane, count, reps, overflow in d.get("pending", ()):
             key = tuple(k)

@@ -12,7 +12,7 @@ PACKAGES = ("shared", "services", "livetriage", "bench")
 def layout_text() -> str:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Layout", 1)[1]
-    block = re.search(r"```\n(.*?)```", section, re.S)
+    block = re.search(r"```\n(.*?)```", section, re.DOTALL)
     assert block is not None, "the README's layout section has no code block"
     return block.group(1)
 

@@ -25,26 +25,26 @@ from services.notifier.api.schemas import (
     IncidentPage,
     NoteIn,
     NotificationOut,
+    OnCall,
+    Problem,
+    QueryInt,
     RateOut,
     RatePointOut,
     ReassignIn,
     SeverityChange,
-    StatsOut,
-    OnCall,
-    Problem,
-    QueryInt,
     Sort,
-    Urgency,
+    StatsOut,
     Status,
     TeamOnCall,
     TimelineEntry,
+    Urgency,
 )
 from services.notifier.oncall import who_is_on_call
 from shared.db import ping
 from shared.events import Category, Severity
 
 router = APIRouter()
-PROBLEMS = {
+PROBLEMS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "Bad request"},
     404: {"model": Problem, "description": "Not found"},
     422: {"model": Problem, "description": "Invalid parameters"},
@@ -161,7 +161,7 @@ async def _act(
     return IncidentOut.model_validate(row)
 
 
-ACTION_PROBLEMS = {**PROBLEMS, 409: {"model": Problem, "description": "Not in a state for this"}}
+ACTION_PROBLEMS: dict[int | str, dict[str, Any]] = {**PROBLEMS, 409: {"model": Problem, "description": "Not in a state for this"}}
 
 
 @router.post("/v1/incidents/{incident_id}/acknowledge", response_model=IncidentOut, tags=["incidents"],
@@ -260,7 +260,7 @@ async def readyz(request: Request) -> Response:
         try:
             await asyncio.wait_for(probe(), timeout=2.0)
             checks[name] = "ok"
-        except Exception as exc:  # any failure means not ready; say which
+        except Exception as exc:  # noqa: BLE001  (any failure means not ready; say which)
             checks[name] = f"unavailable: {type(exc).__name__}"
 
     await asyncio.gather(check("database", lambda: ping(state.engine)), check("broker", state.broker_check))

@@ -85,7 +85,8 @@ class SilenceOut(BaseModel):
 
 def _silence_out(row: dict[str, Any], now: datetime) -> SilenceOut:
     ended = (row["expired_at"] is not None and row["expired_at"] <= now) or row["ends_at"] <= now
-    state = "expired" if ended else "active" if row["starts_at"] <= now else "pending"
+    state: Literal["pending", "active", "expired"] = (
+        "expired" if ended else "active" if row["starts_at"] <= now else "pending")
     return SilenceOut(**row, state=state)
 
 
