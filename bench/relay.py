@@ -6,8 +6,9 @@ ingest reads every report and writes it again, triage reads it back. This is tha
 no logic at all, as two processes:
 
 - ``relay``: a group consumer reads the reports topic and produces every record, unchanged,
-  to a second topic (acks=all, the services' producer settings), committing each batch after
-  its acks, as ``shared.kafka.consume_batches`` does;
+  to a second topic (acks=all, the services' producer settings, a producer batch per partition
+  as ingest publishes), committing each batch after its acks, as
+  ``shared.kafka.consume_batches`` does;
 - ``count``: the reference loop (``bench.pipeline.PaneCounter``) on the relayed topic.
 
 Its rate, and the CPU it costs per report across both processes and the broker, bound what a
@@ -27,6 +28,7 @@ import time
 from aiokafka import AIOKafkaProducer
 
 from bench.pipeline import PaneCounter, plain_consumer
+from shared.publish import KeyedBatches
 
 POLL_MS = 200
 MAX_RECORDS = 5000  # as Settings.batch_max_records
@@ -39,17 +41,22 @@ async def relay(bootstrap: str, src: str, dst: str, n: int, group: str) -> None:
     await consumer.start()
     await producer.start()
     try:
+        parts = len(await producer.partitions_for(dst))
         done = 0
         while done < n:
             batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_RECORDS)
-            acks = [await producer.send(dst, r.value, key=r.key)
-                    for recs in batches.values() for r in recs]
-            if acks and not done:
+            # published as ingest publishes (shared.publish: a producer batch per partition)
+            out = KeyedBatches(producer, dst, parts)
+            for recs in batches.values():
+                for r in recs:
+                    await out.add(r.key, r.value, timestamp_ms=r.timestamp)
+            await out.flush()
+            if out.records and not done:
                 print(f"first {time.time():.6f}", flush=True)  # noqa: T201 - read by bench.pipeline
-            if acks:
-                await asyncio.gather(*acks)
+            if out.records:
+                await asyncio.gather(*out.futures)
                 await consumer.commit()
-                done += len(acks)
+                done += out.records
     finally:
         await producer.stop()
         await consumer.stop()
